@@ -1,0 +1,170 @@
+"""Model configuration: one dataclass per component, paper constants as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mole_inference.config.base import check, positive
+
+RouterType = Literal["star", "linear", "random", "early_exit", "full"]
+
+
+@dataclass
+class EncoderConfig:
+    """One ViT backbone of the fused vision tower (DINOv2 or SigLIP shapes)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    mlp_size: int = 256
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        positive(self, "hidden_size", "num_layers", "num_heads", "mlp_size")
+        check(self.hidden_size % self.num_heads == 0, "hidden_size", self.hidden_size,
+              f"must be divisible by num_heads={self.num_heads}")
+
+
+@dataclass
+class VisionConfig:
+    """DINOv2 + SigLIP patch features concatenated per patch and projected to the LLM width (Prismatic)."""
+
+    image_size: int = 112
+    patch_size: int = 14
+    dinov2: EncoderConfig = field(default_factory=EncoderConfig)
+    siglip: EncoderConfig = field(default_factory=EncoderConfig)
+    dinov2_weights: str | None = None  # local HF folder; random init when None
+    siglip_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        positive(self, "image_size", "patch_size")
+        check(self.image_size % self.patch_size == 0, "image_size", self.image_size,
+              f"must be a multiple of patch_size={self.patch_size}")
+        check(self.dinov2.mlp_size % self.dinov2.hidden_size == 0, "dinov2.mlp_size", self.dinov2.mlp_size,
+              f"must be a multiple of dinov2.hidden_size={self.dinov2.hidden_size} (DINOv2 has an mlp_ratio)")
+
+    @property
+    def num_patches(self) -> int:
+        """Image tokens per frame."""
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class LLMConfig:
+    """LLaMA-family decoder shapes; MoLe wraps its layers."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_layers: int = 8
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    vocab_size: int = 260
+    max_text_tokens: int = 32  # instructions are padded/truncated to this: fixed shapes for export
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tokenizer: str | None = None  # local tokenizer folder; byte-level tokenizer when None
+    weights: str | None = None  # local HF LLaMA folder; random init when None
+
+    def __post_init__(self) -> None:
+        positive(self, "hidden_size", "intermediate_size", "num_layers", "num_heads", "vocab_size",
+                 "max_text_tokens")
+        check(self.hidden_size % self.num_heads == 0, "hidden_size", self.hidden_size,
+              f"must be divisible by num_heads={self.num_heads}")
+        if self.num_kv_heads is not None:
+            check(self.num_heads % self.num_kv_heads == 0, "num_kv_heads", self.num_kv_heads,
+                  f"must divide num_heads={self.num_heads}")
+
+
+@dataclass
+class RouterConfig:
+    """MoLe layer router (Eq. 7-12). `num_active_layers` is the paper's top-k."""
+
+    type: RouterType = "star"
+    num_active_layers: int = 4
+    proj_dim: int = 64  # d1 of W_p (Eq. 8)
+    spatial_hidden: int = 64  # width of the spatial MLP (Eq. 9)
+    encoder_layers: int = 1  # temporal Transformer depth (Eq. 10)
+    encoder_heads: int = 4
+    encoder_ffn: int = 128
+    blend: Literal["alpha", "sum"] = "alpha"  # how S and T combine (Eq. 11-12); see STARRouter
+    temperature: float = 1.0
+    seed: int = 0  # random router only
+
+    def __post_init__(self) -> None:
+        positive(self, "num_active_layers", "proj_dim", "spatial_hidden", "encoder_layers", "encoder_heads",
+                 "encoder_ffn", "temperature")
+        check(self.proj_dim % self.encoder_heads == 0, "proj_dim", self.proj_dim,
+              f"must be divisible by encoder_heads={self.encoder_heads}")
+
+
+@dataclass
+class ActionHeadConfig:
+    """CogACT-style DiT diffusion head predicting a chunk of 7-DoF end-effector deltas (Eq. 4, 6)."""
+
+    hidden_size: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    chunk_size: int = 16
+    action_dim: int = 7
+    train_timesteps: int = 100
+    beta_schedule: Literal["cosine", "linear"] = "cosine"
+    ddim_steps: int = 10
+    ddim_eta: float = 0.0
+    cfg_scale: float = 1.0  # > 1 enables classifier-free guidance with a learned null condition
+    cond_dropout: float = 0.1  # probability of the null condition in training (enables CFG)
+
+    def __post_init__(self) -> None:
+        positive(self, "hidden_size", "depth", "num_heads", "chunk_size", "action_dim", "train_timesteps",
+                 "ddim_steps", "mlp_ratio")
+        check(self.hidden_size % self.num_heads == 0, "hidden_size", self.hidden_size,
+              f"must be divisible by num_heads={self.num_heads}")
+        check(self.ddim_steps <= self.train_timesteps, "ddim_steps", self.ddim_steps,
+              f"must be <= train_timesteps={self.train_timesteps}")
+        check(self.cfg_scale >= 1.0, "cfg_scale", self.cfg_scale, "must be >= 1 (1 disables guidance)")
+        check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", self.cond_dropout, "must be in [0, 1)")
+
+
+@dataclass
+class TrainingConfig:
+    """Training constants from the paper (Implementation Details, Eq. 17-18)."""
+
+    batch_size: int = 64
+    learning_rate: float = 2e-5
+    diffusion_repeats: int = 8  # repeated diffusion steps per sample
+    ema_decay: float = 0.999
+    lambda_cog_kl: float = 0.5  # lambda_1, Eq. 17
+    lambda_cog: float = 0.5  # lambda_2, Eq. 18
+    lambda_lb: float = 0.1  # lambda_3, Eq. 18
+    max_steps: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive(self, "batch_size", "learning_rate", "diffusion_repeats", "max_steps")
+        check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1)")
+        for name in ("lambda_cog_kl",):
+            check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    """The whole MoLe-VLA: vision -> MoLe LLM -> cognition token -> DiT action head."""
+
+    name: str = "tiny"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    action_head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    action_dt: float = 0.1  # seconds between consecutive actions of a chunk (policy rate)
+
+    def __post_init__(self) -> None:
+        check(self.router.num_active_layers <= self.llm.num_layers, "router.num_active_layers",
+              self.router.num_active_layers, f"must be <= llm.num_layers={self.llm.num_layers}")
+        positive(self, "action_dt")
+
+    @property
+    def seq_len(self) -> int:
+        """LLM tokens per step: image patches + padded instruction + cognition token."""
+        return self.vision.num_patches + self.llm.max_text_tokens + 1

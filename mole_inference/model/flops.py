@@ -1,0 +1,64 @@
+"""Analytic parameter and FLOP counts (multiply-add = 2 FLOPs) per stage, from the config alone."""
+
+from __future__ import annotations
+
+from mole_inference.config.model import EncoderConfig, ModelConfig
+
+
+def vit_flops(enc: EncoderConfig, tokens: int, patch_dim: int) -> int:
+    """One ViT forward over `tokens` tokens: patch embedding + attention + MLP of every layer."""
+    d, m = enc.hidden_size, enc.mlp_size
+    per_layer = 2 * tokens * 4 * d * d + 4 * tokens * tokens * d + 4 * tokens * d * m
+    return 2 * tokens * patch_dim * d + enc.num_layers * per_layer
+
+
+def llm_layer_flops(cfg: ModelConfig) -> int:
+    """One LLaMA decoder layer over the whole prompt (S tokens)."""
+    llm, s = cfg.llm, cfg.seq_len
+    d = llm.hidden_size
+    d_kv = d // llm.num_heads * (llm.num_kv_heads or llm.num_heads)
+    return 2 * s * (2 * d * d + 2 * d * d_kv) + 4 * s * s * d + 2 * s * 3 * d * llm.intermediate_size
+
+
+def stage_flops(cfg: ModelConfig) -> dict[str, int]:
+    """FLOPs of each stage for one control step with the preset's router (LLM stage: all K layers)."""
+    v, llm, r, a = cfg.vision, cfg.llm, cfg.router, cfg.action_head
+    n, t, d, k = v.num_patches, llm.max_text_tokens, llm.hidden_size, llm.num_layers
+    patch_dim = 3 * v.patch_size**2
+    fused = v.dinov2.hidden_size + v.siglip.hidden_size
+    vision = (vit_flops(v.dinov2, n + 1, patch_dim) + vit_flops(v.siglip, n, patch_dim)
+              + 2 * n * (fused * 4 * fused + 4 * fused * d + d * d))
+    if r.type == "star":
+        d1 = r.proj_dim
+        enc = r.encoder_layers * (2 * t * (4 * d1 * d1 + 2 * d1 * r.encoder_ffn) + 4 * t * t * d1)
+        router = 2 * (n + t) * d * d1 + 2 * (d1 * r.spatial_hidden + r.spatial_hidden * k) + enc + 2 * d1 * (k + 1)
+    elif r.type == "linear":
+        router = 2 * d * k
+    else:
+        router = 0
+    w, c = a.hidden_size, a.chunk_size + 1
+    block = 2 * c * 4 * w * w + 4 * c * c * w + 4 * c * w * int(w * a.mlp_ratio)
+    per_eval = a.depth * block + 2 * c * w * a.action_dim * 2 + 2 * d * w + 4 * w * w
+    evals = a.ddim_steps * (2 if a.cfg_scale > 1.0 else 1)
+    return {"vision": vision, "router": router, "llm_layer": llm_layer_flops(cfg), "llm_layers": k,
+            "action_head": per_eval * evals}
+
+
+def step_flops(cfg: ModelConfig, active_layers: int | None = None) -> int:
+    """Total FLOPs of one step running `active_layers` decoder layers (default: all, no router)."""
+    f = stage_flops(cfg)
+    if active_layers is None:
+        return f["vision"] + f["llm_layer"] * f["llm_layers"] + f["action_head"]
+    return f["vision"] + f["router"] + f["llm_layer"] * active_layers + f["action_head"]
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters per component of a MoLeVLA (works on the meta device)."""
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    counts = {"vision": count(model.vision), "llm": count(model.llm) + model.cognition_token.numel(),
+              "router": count(model.router), "action_head": count(model.action_head)}
+    counts["total"] = sum(counts.values())
+    return counts

@@ -1,0 +1,102 @@
+"""MoLe-wrapped LLaMA decoder (Eq. 7): we own the layer loop and call Hugging Face decoder layers from it.
+
+Prompt layout (fixed length, so exported shapes are static): [image tokens | instruction padded to
+`max_text_tokens` | cognition token]. Padding tokens are masked as keys; one prefill per control step,
+no KV cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mole_inference.config.model import LLMConfig
+
+log = logging.getLogger(__name__)
+
+
+def hf_llama_config(cfg: LLMConfig):
+    """The transformers LlamaConfig with our shapes (eager-free SDPA attention)."""
+    from transformers import LlamaConfig
+
+    hf = LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads, rms_norm_eps=cfg.rms_norm_eps,
+        rope_theta=cfg.rope_theta, max_position_embeddings=4096, attention_bias=False,
+    )
+    hf._attn_implementation = "sdpa"
+    return hf
+
+
+def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive causal mask (B, 1, S, S) from a key padding mask (B, S) bool; finfo.min, never -inf.
+
+    ONNX Runtime returns NaN for rows whose every key is -inf; finfo.min keeps them finite.
+    """
+    s = key_mask.shape[1]
+    causal = torch.ones((s, s), dtype=torch.bool, device=key_mask.device).tril()
+    allowed = causal.unsqueeze(0) & key_mask.unsqueeze(1)  # (B, S, S)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
+class MoLeLLM(nn.Module):
+    """LLaMA decoder whose layers run only where the gate says so.
+
+    `forward(h, key_mask, layers=...)`: inference; unlisted layers are never called.
+    `forward(h, key_mask, gate=...)`: training; every layer runs and mixes as Eq. 7 so the gate gets
+    gradients (straight-through top-k values are exactly 0/1 in the forward pass).
+    """
+
+    def __init__(self, cfg: LLMConfig) -> None:
+        super().__init__()
+        from transformers.models.llama.modeling_llama import (
+            LlamaDecoderLayer,
+            LlamaRMSNorm,
+            LlamaRotaryEmbedding,
+        )
+
+        self.cfg = cfg
+        hf = hf_llama_config(cfg)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(hf, layer_idx=i) for i in range(cfg.num_layers))
+        self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=hf)
+        if cfg.weights:
+            self.load_hf_weights(cfg.weights)
+
+    def load_hf_weights(self, path: str) -> None:
+        """Load a local LLaMA checkpoint folder (`model.*` keys of LlamaForCausalLM / LlamaModel)."""
+        from transformers import LlamaModel
+
+        src = LlamaModel.from_pretrained(path, local_files_only=True).state_dict()
+        missing, unexpected = self.load_state_dict(src, strict=False)
+        log.info("loaded LLaMA weights from %s (missing %d, unexpected %d)", path, len(missing), len(unexpected))
+
+    def rope(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary (cos, sin) for positions 0..S-1."""
+        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+        return self.rotary_emb(h, position_ids=pos)
+
+    def run_layer(self, idx: int, h: torch.Tensor, bias: torch.Tensor,
+                  rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One decoder layer: (B, S, D) -> (B, S, D)."""
+        return self.layers[idx](h, attention_mask=bias, position_embeddings=rope)
+
+    def forward(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int] | None = None,
+                gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states after the final norm (B, S, D); see the class docstring for `layers` / `gate`."""
+        bias = attention_bias(key_mask, h.dtype)
+        rope = self.rope(h)
+        if gate is not None:
+            for i in range(len(self.layers)):
+                g = gate[:, i].view(-1, 1, 1).to(h.dtype)
+                h = g * self.run_layer(i, h, bias, rope) + (1.0 - g) * h  # Eq. 7
+        else:
+            for i in range(len(self.layers)) if layers is None else sorted(layers):
+                h = self.run_layer(i, h, bias, rope)
+        return self.norm(h)

@@ -1,0 +1,119 @@
+"""MoLe-VLA: vision -> router -> selected LLM layers -> cognition token -> DiT action head.
+
+Each stage is a method with fixed shapes so runtimes can time it and exporters can trace it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mole_inference.config.model import ModelConfig
+from mole_inference.model.action_head import DiTActionHead
+from mole_inference.model.diffusion import DDIMScheduler
+from mole_inference.model.llm import MoLeLLM
+from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
+
+
+class MoLeVLA(nn.Module):
+    """The whole network; `cfg.router.type` picks the router, `cfg.router.num_active_layers` is k."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        from mole_inference.model.vision import FusedVisionEncoder
+
+        self.cfg = cfg
+        d = cfg.llm.hidden_size
+        self.vision = FusedVisionEncoder(cfg.vision, d)
+        self.llm = MoLeLLM(cfg.llm)
+        self.router = build_router(cfg.router, cfg.llm.num_layers, d)
+        self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.normal_(self.cognition_token, std=0.02)
+        self.action_head = DiTActionHead(cfg.action_head, d)
+        self.scheduler = DDIMScheduler(cfg.action_head)
+
+    @property
+    def num_layers(self) -> int:
+        """K, the LLM depth."""
+        return self.cfg.llm.num_layers
+
+    # --- stages -----------------------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> image tokens (B, N, D)."""
+        return self.vision(pixels)
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Instruction ids (B, T) -> token embeddings (B, T, D)."""
+        return self.llm.embed_tokens(ids)
+
+    def route(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> RouterOutput:
+        """Layer scores from the LLM's input embeddings."""
+        return self.router(img, text, text_mask)
+
+    def prompt(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[image | text | cognition] embeddings (B, S, D) and the key mask (B, S)."""
+        b = img.shape[0]
+        h = torch.cat([img, text, self.cognition_token.expand(b, -1, -1).to(img.dtype)], dim=1)
+        ones = torch.ones((b, img.shape[1]), dtype=torch.bool, device=img.device)
+        key_mask = torch.cat([ones, text_mask, ones[:, :1]], dim=1)
+        return h, key_mask
+
+    def select(self, out: RouterOutput) -> list[list[int]]:
+        """Top-k layer indices per sample, ascending (the layers that run, Eq. 7)."""
+        mask = topk_mask(out.probs, self.router.k)
+        return [torch.nonzero(row).flatten().tolist() for row in mask]
+
+    def hidden_states(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int] | None = None,
+                      gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, S, D); the cognition feature is the last token."""
+        return self.llm(h, key_mask, layers=layers, gate=gate)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cognition: torch.Tensor) -> torch.Tensor:
+        """One eps prediction (B, C, A); with cfg_scale > 1 it mixes conditional and null predictions."""
+        s = self.cfg.action_head.cfg_scale
+        if s <= 1.0:
+            return self.action_head(x, t, cognition)
+        null = self.action_head.null_condition.expand_as(cognition).to(cognition.dtype)
+        eps = self.action_head(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cognition, null]))
+        cond, uncond = eps.chunk(2)
+        return uncond + s * (cond - uncond)
+
+    def sample_actions(self, cognition: torch.Tensor, noise: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM from `noise` (B, C, A) to normalized actions in [-1, 1]."""
+        return self.scheduler.sample(lambda x, t: self.denoise(x, t, cognition), noise, generator)
+
+    # --- whole passes --------------------------------------------------------------------------------------
+    def cognition(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
+                  layers: Sequence[int] | None = None) -> tuple[torch.Tensor, RouterOutput, list[list[int]]]:
+        """Inference up to the cognition token: (B, D), router output, layers run per sample.
+
+        `layers` overrides the router's choice (e.g. all layers for the full model).
+        """
+        img, text = self.encode_image(pixels), self.embed_text(ids)
+        out = self.route(img, text, text_mask)
+        chosen = [list(layers)] * img.shape[0] if layers is not None else self.select(out)
+        h, key_mask = self.prompt(img, text, text_mask)
+        if all(c == chosen[0] for c in chosen):
+            cog = self.hidden_states(h, key_mask, layers=chosen[0])[:, -1]
+        else:  # different layers per sample: run each on its own
+            cog = torch.cat([self.hidden_states(h[i : i + 1], key_mask[i : i + 1], layers=c)[:, -1]
+                             for i, c in enumerate(chosen)])
+        return cog, out, chosen
+
+    def forward_train(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
+                      full: bool = False) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
+        """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
+
+        `full=True` runs every layer (the CogKD teacher).
+        """
+        img, text = self.encode_image(pixels), self.embed_text(ids)
+        out = self.route(img, text, text_mask)
+        h, key_mask = self.prompt(img, text, text_mask)
+        if full:
+            return self.hidden_states(h, key_mask), out, torch.ones_like(out.probs)
+        gate = straight_through_gate(out.probs, self.router.k)
+        return self.hidden_states(h, key_mask, gate=gate), out, gate

@@ -1,0 +1,141 @@
+"""PyTorch backend (CPU or CUDA; float32, bfloat16, float16): stage-by-stage inference with timings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mole_inference.config import ModelConfig, preset
+from mole_inference.errors import BackendUnavailableError, ConfigError
+from mole_inference.model.action_stats import ActionStats
+from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
+from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+from mole_inference.policy.processing import check_instruction, initial_noise, resize_image, to_chw_float
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """Validate a device/dtype pair; CUDA requested where absent is a BackendUnavailableError."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"device={device!r}: CUDA is not available in this torch build")
+    if device == "cpu" and dtype == "float16":
+        raise ConfigError("dtype='float16' on the CPU is unsupported by many kernels; use float32 or bfloat16")
+    return torch.device(device), DTYPES[dtype]
+
+
+class StageTimer:
+    """Wall-clock per stage, synchronizing CUDA so times belong to the stage that queued the work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+class TorchPolicy(Policy):
+    """MoLe-VLA in PyTorch behind the Policy contract."""
+
+    def __init__(self, model: torch.nn.Module, cfg: ModelConfig, stats: ActionStats, device: str = "cpu",
+                 dtype: str = "float32") -> None:
+        self.device, self.dtype = resolve_device(device, dtype)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.cfg, self.stats = cfg, stats
+        self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size)
+        self.action_dt = cfg.action_dt
+        self.chunk_size = cfg.action_head.chunk_size
+        self.num_layers = cfg.llm.num_layers
+        self._rng = np.random.default_rng()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32",
+                        router: str | None = None) -> TorchPolicy:
+        """Load a checkpoint folder; `router` swaps the router type (ablations: random, early_exit, full)."""
+        from mole_inference.config import from_dict, to_dict
+        from mole_inference.model.checkpoint import load_checkpoint, read_checkpoint_config
+
+        cfg = None
+        if router is not None:
+            data = to_dict(read_checkpoint_config(path)[0])
+            data["router"]["type"] = router
+            cfg = from_dict(ModelConfig, data)
+        model, cfg, stats = load_checkpoint(path, cfg=cfg)
+        return cls(model, cfg, stats, device, dtype)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, device: str = "cpu", dtype: str = "float32",
+                    seed: int = 0) -> TorchPolicy:
+        """Random weights (no checkpoint): for benchmarks and wiring tests; identity action stats."""
+        from mole_inference.model.vla import MoLeVLA
+
+        torch.manual_seed(seed)
+        log.warning("building %s with random weights: actions are meaningless", cfg.name)
+        return cls(MoLeVLA(cfg), cfg, ActionStats.identity(cfg.action_head.action_dim), device, dtype)
+
+    @classmethod
+    def from_preset(cls, name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> TorchPolicy:
+        """`from_config` on a named preset."""
+        return cls.from_config(preset(name), device, dtype, seed)
+
+    def prepare(self, image: np.ndarray, instruction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checked inputs -> pixels (1, 3, S, S), ids (1, T), text mask (1, T) on the device."""
+        text = check_instruction(instruction)
+        pixels = to_chw_float(resize_image(image, self.cfg.vision.image_size))
+        ids, mask = tokenize_batch(self.tokenizer, [text], self.cfg.llm.max_text_tokens)
+        return (torch.from_numpy(pixels).to(self.device, self.dtype), ids.to(self.device), mask.to(self.device))
+
+    @torch.inference_mode()
+    def run(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, noise: np.ndarray,
+            layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
+        """Staged forward pass: normalized actions (C, A), routing, per-stage ms.
+
+        `layers` overrides the router (None: the router's top-k; `range(K)`: the full model).
+        """
+        m, timer = self.model, StageTimer(self.device)
+        with timer("vision"):
+            img = m.encode_image(pixels)
+            text = m.embed_text(ids)
+        with timer("router"):
+            out = m.route(img, text, mask)
+            chosen = list(layers) if layers is not None else m.select(out)[0]
+        with timer("llm"):
+            h, key_mask = m.prompt(img, text, mask)
+            cognition = m.hidden_states(h, key_mask, layers=chosen)[:, -1]
+        with timer("action_head"):
+            x = torch.from_numpy(noise).to(self.device, self.dtype)
+            actions = m.sample_actions(cognition, x)
+        timer.ms["total"] = sum(timer.ms.values())
+        probs = out.probs[0].float().cpu().numpy()
+        routing = RoutingDecision(layers=tuple(chosen), probs=probs, total_layers=self.num_layers)
+        return actions[0].float().cpu().numpy().astype(np.float64), routing, timer.ms
+
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              layers: Sequence[int] | None = None) -> ActionChunk:
+        """See Policy.infer; `layers` forces a layer set (ablations, benchmarks)."""
+        t0 = time.perf_counter()
+        pixels, ids, mask = self.prepare(image, instruction)
+        prep_ms = (time.perf_counter() - t0) * 1e3
+        noise = initial_noise(seed, self.chunk_size, self.cfg.action_head.action_dim, self._rng)
+        norm, routing, ms = self.run(pixels, ids, mask, noise, layers)
+        ms = {"preprocess": prep_ms, **ms}
+        ms["total"] += prep_ms
+        return ActionChunk(self.stats.denormalize(norm), routing, ms, self.action_dt)
