@@ -1,0 +1,214 @@
+"""Safety envelope: the one place where any proposed delta becomes the target pose actually sent to the robot.
+
+Conventions. Deltas are `[dx, dy, dz, droll, dpitch, dyaw, gripper]` for one control tick, in the robot base
+frame. The translation is added to the reference position; the rotation (fixed-axis roll, pitch, yaw, see
+`transforms`) is applied on the left: R_target = R_delta @ R_reference. The reference is the measured pose
+(`integrate_from="measured"`, CRISP-style) or the previous target (`"target"`, which removes the impedance
+controller's tracking lag; the leash below keeps it near the robot). The gripper value is an absolute command:
+1 = open, 0 = closed (OXE / CogACT convention), not a delta.
+
+Order of operations, each recorded in `Command.flags`:
+1. reject a delta of wrong shape or with NaN/inf -> hold;
+2. clamp the translation norm to `max_step_translation` and the rotation angle to `max_step_rotation`
+   (the direction is kept);
+3. clamp the target position into the workspace box; per axis, a reference already outside the box may move
+   back towards it but not further out (so the clamp never adds motion);
+4. leash: pull the target back along the line to the measured pose until it is within `max_target_distance`
+   and `max_target_angle` of it (this can only reduce the impedance force).
+
+Hold means: the target is the measured pose (the controller stays engaged, the arm stays still) and the
+gripper command is the last one sent (None before any). Not thread-safe: call it from the control timer only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mole_inference.config.control import SafetyConfig
+from mole_inference.control.transforms import (
+    Pose,
+    quat_conjugate,
+    quat_from_rotvec,
+    quat_from_rpy,
+    quat_multiply,
+    quat_normalize,
+    quat_to_rotvec,
+    quat_to_rpy,
+)
+from mole_inference.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class SafetyFlag(enum.Flag):
+    """What the envelope changed or why it rejected the proposed delta."""
+
+    NONE = 0
+    TRANSLATION_CLAMPED = enum.auto()
+    ROTATION_CLAMPED = enum.auto()
+    WORKSPACE_CLAMPED = enum.auto()
+    DISTANCE_CLAMPED = enum.auto()  # position leashed to the measured pose
+    ANGLE_CLAMPED = enum.auto()  # orientation leashed to the measured pose
+    GRIPPER_CLAMPED = enum.auto()  # gripper outside [0, 1]
+    REJECTED_NON_FINITE = enum.auto()
+    REJECTED_SHAPE = enum.auto()
+    INVALID_POSE = enum.auto()  # measured pose unusable: held at the last valid one
+
+
+class Source(str, enum.Enum):
+    """Where a command came from (published with every command)."""
+
+    POLICY = "policy"
+    TELEOP = "teleop"
+    HOLD = "hold"
+
+
+_FLAG_MEMBERS = tuple(f for f in SafetyFlag if f.value)
+
+
+def describe(flags: SafetyFlag) -> str:
+    """Flag names joined by '|' (e.g. 'TRANSLATION_CLAMPED|WORKSPACE_CLAMPED'), '' for none."""
+    return "|".join(str(f.name) for f in _FLAG_MEMBERS if f & flags)
+
+
+@dataclass(frozen=True)
+class Command:
+    """What goes to the robot this tick: target pose, gripper, and the delta actually applied."""
+
+    position: np.ndarray  # (3,) target position, base frame
+    quaternion: np.ndarray  # (4,) target orientation, xyzw
+    gripper: float | None  # absolute, 1 = open, 0 = closed; None = leave the gripper as it is
+    delta: np.ndarray  # (7,) applied w.r.t. the reference pose, rpy rotation; [6] = gripper (NaN if None)
+    source: Source  # HOLD whenever the target is simply the measured pose
+    flags: SafetyFlag
+    reason: str  # why hold / what was clamped; "" when the delta passed untouched
+
+    @property
+    def is_hold(self) -> bool:
+        """True when this command holds the measured pose."""
+        return self.source is Source.HOLD
+
+    @property
+    def pose(self) -> Pose:
+        """The target as a Pose."""
+        return Pose(self.position, self.quaternion)
+
+
+def _clamp_norm(v: np.ndarray, limit: float) -> tuple[np.ndarray, bool]:
+    n = math.sqrt(float(np.dot(v, v)))
+    if n > limit:
+        return v * (limit / n), True
+    return v, False
+
+
+class SafetyEnvelope:
+    """Clamps and checks every delta from any source; returns the Command actually sent (see module doc)."""
+
+    def __init__(self, config: SafetyConfig) -> None:
+        self.config = config
+        self._lo = np.array(config.workspace_min, dtype=np.float64)
+        self._hi = np.array(config.workspace_max, dtype=np.float64)
+        self._last_measured: Pose | None = None
+        self._last_target: Pose | None = None  # reference when integrate_from == "target"
+        self._gripper: float | None = None
+
+    @property
+    def last_gripper(self) -> float | None:
+        """The last gripper command sent (None before any)."""
+        return self._gripper
+
+    def reset(self) -> None:
+        """Forget the previous target and gripper command (e.g. on controller restart)."""
+        self._last_measured = None
+        self._last_target = None
+        self._gripper = None
+
+    def hold(self, measured: Pose, reason: str, flags: SafetyFlag = SafetyFlag.NONE) -> Command:
+        """Hold command: target = measured pose, gripper unchanged. Never silence."""
+        measured, flags = self._usable(measured, flags)
+        self._last_target = None  # integration restarts from the measured pose after a hold
+        gripper = self._gripper
+        delta = np.zeros(7)
+        delta[6] = gripper if gripper is not None else math.nan
+        return Command(measured.position.copy(), measured.quaternion.copy(), gripper, delta, Source.HOLD,
+                       flags, reason)
+
+    def apply(self, measured: Pose, delta: np.ndarray | None, source: Source) -> Command:
+        """Turn a proposed (7,) delta from `source` into the command sent; None or bad delta -> hold."""
+        if delta is None:
+            return self.hold(measured, f"no {source.value} action")
+        measured, flags = self._usable(measured, SafetyFlag.NONE)
+        if flags & SafetyFlag.INVALID_POSE:
+            return self.hold(measured, "measured pose invalid: holding the last valid one", flags)
+        d = np.asarray(delta, dtype=np.float64)
+        if d.shape != (7,):
+            logger.warning("%s delta of shape %s rejected (expected (7,)): hold", source.value, d.shape)
+            return self.hold(measured, f"{source.value} delta has shape {d.shape}, expected (7,)",
+                             SafetyFlag.REJECTED_SHAPE)
+        if not np.isfinite(d).all():
+            logger.warning("%s delta with NaN/inf rejected: hold", source.value)
+            return self.hold(measured, f"{source.value} delta contains NaN or inf",
+                             SafetyFlag.REJECTED_NON_FINITE)
+
+        cfg = self.config
+        from_target = cfg.integrate_from == "target" and self._last_target is not None
+        ref = self._last_target if from_target else measured
+
+        trans, clamped = _clamp_norm(d[:3], cfg.max_step_translation)
+        if clamped:
+            flags |= SafetyFlag.TRANSLATION_CLAMPED
+        rotvec, clamped = _clamp_norm(quat_to_rotvec(quat_from_rpy(d[3], d[4], d[5])), cfg.max_step_rotation)
+        if clamped:
+            flags |= SafetyFlag.ROTATION_CLAMPED
+
+        position = ref.position + trans
+        lo = np.minimum(self._lo, ref.position)  # a reference outside the box may not go further out
+        hi = np.maximum(self._hi, ref.position)
+        boxed = np.clip(position, lo, hi)
+        if not np.array_equal(boxed, position):
+            flags |= SafetyFlag.WORKSPACE_CLAMPED
+            position = boxed
+        quaternion = quat_normalize(quat_multiply(quat_from_rotvec(rotvec), ref.quaternion))
+
+        offset, clamped = _clamp_norm(position - measured.position, cfg.max_target_distance)
+        if clamped:
+            flags |= SafetyFlag.DISTANCE_CLAMPED
+            position = measured.position + offset
+        rel = quat_to_rotvec(quat_multiply(quaternion, quat_conjugate(measured.quaternion)))
+        rel, clamped = _clamp_norm(rel, cfg.max_target_angle)
+        if clamped:
+            flags |= SafetyFlag.ANGLE_CLAMPED
+            quaternion = quat_normalize(quat_multiply(quat_from_rotvec(rel), measured.quaternion))
+
+        gripper = float(d[6])
+        if not 0.0 <= gripper <= 1.0:
+            flags |= SafetyFlag.GRIPPER_CLAMPED
+            gripper = min(1.0, max(0.0, gripper))
+        if cfg.gripper_binarize:
+            gripper = 1.0 if gripper >= 0.5 else 0.0
+
+        applied = np.empty(7)
+        applied[:3] = position - ref.position
+        applied[3:6] = quat_to_rpy(quat_multiply(quaternion, quat_conjugate(ref.quaternion)))
+        applied[6] = gripper
+        self._last_target = Pose(position, quaternion)
+        self._gripper = gripper
+        reason = f"clamped: {describe(flags)}" if flags else ""
+        return Command(position, quaternion, gripper, applied, source, flags, reason)
+
+    def _usable(self, measured: Pose, flags: SafetyFlag) -> tuple[Pose, SafetyFlag]:
+        """The measured pose normalized, or the last valid one flagged INVALID_POSE; InputError if none."""
+        if measured.is_valid():
+            pose = Pose(np.asarray(measured.position, dtype=np.float64), quat_normalize(measured.quaternion))
+            self._last_measured = pose
+            return pose, flags
+        if self._last_measured is None:
+            raise InputError("measured pose has NaN/inf or a non-unit quaternion, and no valid one was seen")
+        logger.warning("measured pose invalid (%s, %s): using the last valid one", measured.position,
+                       measured.quaternion)
+        return self._last_measured, flags | SafetyFlag.INVALID_POSE

@@ -1,0 +1,173 @@
+"""SafetyEnvelope: each clamp, rejection, workspace box, leash to the measured pose, hold semantics."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mole_inference.config.control import SafetyConfig
+from mole_inference.control.safety import SafetyEnvelope, SafetyFlag, Source, describe
+from mole_inference.control.transforms import (
+    Pose,
+    quat_angle,
+    quat_conjugate,
+    quat_from_rpy,
+    quat_multiply,
+    quat_to_matrix,
+)
+from mole_inference.errors import InputError
+
+DOWN = quat_from_rpy(math.pi, 0.0, 0.0)  # gripper pointing down, as on a tabletop
+
+
+def pose(x=0.5, y=0.0, z=0.3, q=DOWN):
+    return Pose.from_arrays([x, y, z], q)
+
+
+def delta(dx=0.0, dy=0.0, dz=0.0, droll=0.0, dpitch=0.0, dyaw=0.0, gripper=1.0):
+    return np.array([dx, dy, dz, droll, dpitch, dyaw, gripper])
+
+
+def env(**kw):
+    return SafetyEnvelope(SafetyConfig(**kw))
+
+
+def test_small_delta_passes_untouched():
+    measured = pose()
+    cmd = env().apply(measured, delta(dx=0.001, dz=-0.002, dyaw=0.01, gripper=0.0), Source.POLICY)
+    np.testing.assert_allclose(cmd.position, [0.501, 0.0, 0.298])
+    np.testing.assert_allclose(cmd.delta, [0.001, 0.0, -0.002, 0.0, 0.0, 0.01, 0.0], atol=1e-12)
+    assert cmd.flags == SafetyFlag.NONE and cmd.reason == "" and cmd.source is Source.POLICY
+    assert cmd.gripper == 0.0 and not cmd.is_hold
+
+
+def test_rotation_is_applied_in_base_frame_on_the_left():
+    measured = pose(q=quat_from_rpy(0.4, -0.2, 1.0))
+    cmd = env().apply(measured, delta(droll=0.01, dpitch=0.02, dyaw=-0.03), Source.POLICY)
+    expected = quat_to_matrix(quat_from_rpy(0.01, 0.02, -0.03)) @ quat_to_matrix(measured.quaternion)
+    np.testing.assert_allclose(quat_to_matrix(cmd.quaternion), expected, atol=1e-12)
+    np.testing.assert_allclose(cmd.delta[3:6], [0.01, 0.02, -0.03], atol=1e-12)
+
+
+def test_translation_clamp_keeps_direction():
+    cmd = env(max_step_translation=0.005).apply(pose(), delta(dx=0.03, dy=-0.04), Source.POLICY)
+    np.testing.assert_allclose(cmd.delta[:3], [0.003, -0.004, 0.0], atol=1e-12)
+    np.testing.assert_allclose(cmd.position, [0.503, -0.004, 0.3], atol=1e-12)
+    assert cmd.flags == SafetyFlag.TRANSLATION_CLAMPED
+    assert "TRANSLATION_CLAMPED" in cmd.reason
+
+
+def test_rotation_clamp():
+    measured = pose()
+    cmd = env(max_step_rotation=0.05).apply(measured, delta(dyaw=0.3), Source.POLICY)
+    assert cmd.flags == SafetyFlag.ROTATION_CLAMPED
+    np.testing.assert_allclose(cmd.delta[3:6], [0.0, 0.0, 0.05], atol=1e-12)
+    expected = quat_multiply(quat_from_rpy(0.0, 0.0, 0.05), measured.quaternion)
+    np.testing.assert_allclose(quat_to_matrix(cmd.quaternion), quat_to_matrix(expected), atol=1e-12)
+
+
+def test_workspace_box_clamps_target():
+    e = env(workspace_min=(0.2, -0.4, 0.02), workspace_max=(0.8, 0.4, 0.7))
+    cmd = e.apply(pose(x=0.798, z=0.021), delta(dx=0.003, dz=-0.003), Source.POLICY)
+    np.testing.assert_allclose(cmd.position, [0.8, 0.0, 0.02], atol=1e-12)
+    assert cmd.flags == SafetyFlag.WORKSPACE_CLAMPED
+    np.testing.assert_allclose(cmd.delta[:3], [0.002, 0.0, -0.001], atol=1e-12)
+
+
+def test_outside_box_may_move_back_in_but_not_further_out():
+    e = env(workspace_min=(0.2, -0.4, 0.02), workspace_max=(0.8, 0.4, 0.7))
+    out = pose(z=0.01)  # below the table margin
+    down = e.apply(out, delta(dz=-0.003), Source.POLICY)
+    assert down.position[2] == pytest.approx(0.01) and down.flags & SafetyFlag.WORKSPACE_CLAMPED
+    up = e.apply(out, delta(dz=0.003), Source.POLICY)
+    assert up.position[2] == pytest.approx(0.013) and up.flags == SafetyFlag.NONE
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("index", [0, 4, 6])
+def test_non_finite_delta_is_rejected_to_hold(bad, index):
+    e = env()
+    e.apply(pose(), delta(gripper=0.0), Source.POLICY)  # last gripper command: closed
+    d = delta(dx=0.001)
+    d[index] = bad
+    measured = pose(x=0.51)
+    cmd = e.apply(measured, d, Source.POLICY)
+    assert cmd.is_hold and cmd.flags == SafetyFlag.REJECTED_NON_FINITE
+    np.testing.assert_array_equal(cmd.position, measured.position)
+    np.testing.assert_allclose(cmd.quaternion, measured.quaternion)
+    assert cmd.gripper == 0.0  # hold keeps the gripper as it was
+    np.testing.assert_array_equal(cmd.delta, [0, 0, 0, 0, 0, 0, 0.0])
+
+
+def test_wrong_shape_and_missing_delta_hold():
+    e = env()
+    cmd = e.apply(pose(), np.zeros(6), Source.TELEOP)
+    assert cmd.is_hold and cmd.flags == SafetyFlag.REJECTED_SHAPE and "shape" in cmd.reason
+    cmd = e.apply(pose(), None, Source.POLICY)
+    assert cmd.is_hold and cmd.flags == SafetyFlag.NONE and "no policy action" in cmd.reason
+    assert cmd.gripper is None and math.isnan(cmd.delta[6])  # no gripper command was ever sent
+
+
+def test_target_is_leashed_to_measured_position():
+    e = env(integrate_from="target", max_step_translation=0.005, max_target_distance=0.03)
+    measured = pose()  # the robot does not follow (e.g. blocked)
+    distances = []
+    for _ in range(10):
+        cmd = e.apply(measured, delta(dx=0.005), Source.POLICY)
+        distances.append(float(np.linalg.norm(cmd.position - measured.position)))
+    np.testing.assert_allclose(distances[:6], [0.005, 0.01, 0.015, 0.02, 0.025, 0.03], atol=1e-12)
+    assert max(distances) == pytest.approx(0.03)
+    assert cmd.flags & SafetyFlag.DISTANCE_CLAMPED
+
+
+def test_target_orientation_is_leashed_to_measured():
+    e = env(integrate_from="target", max_step_rotation=0.05, max_target_angle=0.12)
+    measured = pose()
+    for _ in range(5):
+        cmd = e.apply(measured, delta(dpitch=0.05), Source.POLICY)
+    rel = quat_multiply(cmd.quaternion, quat_conjugate(measured.quaternion))
+    assert quat_angle(rel) == pytest.approx(0.12)
+    assert cmd.flags & SafetyFlag.ANGLE_CLAMPED
+
+
+def test_measured_reference_never_accumulates_and_hold_restarts_integration():
+    e = env(integrate_from="measured")
+    for _ in range(3):
+        cmd = e.apply(pose(), delta(dx=0.004), Source.POLICY)
+    assert cmd.position[0] == pytest.approx(0.504)
+    e2 = env(integrate_from="target")
+    e2.apply(pose(), delta(dx=0.004), Source.POLICY)
+    assert e2.apply(pose(), delta(dx=0.004), Source.POLICY).position[0] == pytest.approx(0.508)
+    e2.hold(pose(), "test")
+    assert e2.apply(pose(), delta(dx=0.004), Source.POLICY).position[0] == pytest.approx(0.504)
+
+
+def test_gripper_binarized_and_clamped():
+    e = env()
+    assert e.apply(pose(), delta(gripper=0.7), Source.POLICY).gripper == 1.0
+    assert e.apply(pose(), delta(gripper=0.2), Source.POLICY).gripper == 0.0
+    cmd = e.apply(pose(), delta(gripper=1.5), Source.POLICY)
+    assert cmd.gripper == 1.0 and cmd.flags == SafetyFlag.GRIPPER_CLAMPED
+    assert env(gripper_binarize=False).apply(pose(), delta(gripper=0.3), Source.POLICY).gripper == 0.3
+
+
+def test_invalid_measured_pose():
+    with pytest.raises(InputError):
+        env().apply(pose(x=math.nan), delta(), Source.POLICY)
+    e = env()
+    e.apply(pose(), delta(dx=0.001), Source.POLICY)
+    cmd = e.apply(pose(x=math.nan), delta(dx=0.001), Source.POLICY)
+    assert cmd.is_hold and cmd.flags & SafetyFlag.INVALID_POSE
+    np.testing.assert_allclose(cmd.position, [0.5, 0.0, 0.3])
+
+
+def test_unnormalized_quaternion_is_normalized():
+    cmd = env().apply(pose(q=DOWN * 1.02), delta(), Source.POLICY)
+    assert np.linalg.norm(cmd.quaternion) == pytest.approx(1.0)
+    np.testing.assert_allclose(quat_to_matrix(cmd.quaternion), quat_to_matrix(DOWN), atol=1e-12)
+
+
+def test_describe_lists_every_flag():
+    flags = SafetyFlag.TRANSLATION_CLAMPED | SafetyFlag.WORKSPACE_CLAMPED
+    assert describe(flags) == "TRANSLATION_CLAMPED|WORKSPACE_CLAMPED"
+    assert describe(SafetyFlag.NONE) == ""
