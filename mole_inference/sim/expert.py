@@ -1,0 +1,191 @@
+"""Scripted expert: reads privileged state, plans TCP waypoints per task, and emits EE deltas each tick.
+
+The plan is a generator of waypoints re-evaluated every tick against the current state (closed loop), so
+injected action noise gets corrected and the recorded demonstrations contain recoveries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from mole_inference.sim.controller import GRIPPER_CLOSED, GRIPPER_OPEN, HOME_ROT
+from mole_inference.sim.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_rpy,
+    quat_xyzw_to_matrix,
+    rotation_vector,
+    wrap_angle,
+)
+from mole_inference.sim.scene import CUBE_HALF, SceneState
+from mole_inference.sim.tasks import PickTask, PushForwardTask, StackTask, Task, TouchTask
+
+log = logging.getLogger(__name__)
+
+HOVER_Z = 0.13  # m: TCP height for moving above the objects
+MAX_SPEED = 0.25  # m/s
+MAX_ANGULAR_SPEED = 1.5  # rad/s
+PUSH_GRIPPER = 0.4  # fingers ~3 cm apart: a two-point contact that keeps a pushed cube square
+RESPONSE_TIME = 0.1  # s: fraction of the remaining error closed per tick is control_dt / RESPONSE_TIME
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """Desired TCP position (m), yaw about the base z axis (rad, EE pointing down) and gripper command."""
+
+    pos: np.ndarray
+    yaw: float
+    gripper: float
+
+
+def ee_yaw(rot: np.ndarray) -> float:
+    """Yaw of a pointing-down EE orientation (0 at the home pose)."""
+    return float(np.arctan2(rot[1, 0], rot[0, 0]))
+
+
+def grasp_yaw(state: SceneState, name: str) -> float:
+    """EE yaw that puts the fingers on two faces of cube `name`: its yaw modulo 90 degrees, nearest 0."""
+    rot = quat_xyzw_to_matrix(state.objects[name].quat)
+    yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+    return wrap_angle(yaw * 4.0) / 4.0  # four-fold symmetry of a cube about z
+
+
+class ScriptedExpert:
+    """Privileged-state expert for the tasks in `tasks.py`; `act(state)` returns a 7-D EE delta."""
+
+    def __init__(self, task: Task, control_dt: float = 0.1, noise_trans: float = 0.0, noise_rot: float = 0.0,
+                 rng: np.random.Generator | None = None) -> None:
+        self.task = task
+        self.control_dt = control_dt
+        self.noise_trans = noise_trans  # m, std of Gaussian noise added to each translation delta
+        self.noise_rot = noise_rot  # rad, std of noise added to each rotation delta
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self._state: SceneState | None = None
+        self._plan: Iterator[Waypoint] | None = None
+        self._last: Waypoint | None = None
+
+    def reset(self) -> None:
+        """Start a new plan for the task's current episode (call after `task.reset`)."""
+        planners: dict[type, Callable[[], Iterator[Waypoint]]] = {
+            TouchTask: self._touch, PushForwardTask: self._push, PickTask: self._pick, StackTask: self._stack,
+        }
+        self._plan = planners[type(self.task)]()
+        self._last = None
+
+    def act(self, state: SceneState) -> np.ndarray:
+        """EE delta [dx, dy, dz, droll, dpitch, dyaw, gripper] towards the current waypoint."""
+        if self._plan is None:
+            self.reset()
+        self._state = state
+        waypoint = next(self._plan, None) or self._last
+        if waypoint is None:
+            waypoint = Waypoint(state.ee_pos, ee_yaw(state.ee_rot), GRIPPER_OPEN)
+        self._last = waypoint
+        return self._delta(state, waypoint)
+
+    def _delta(self, state: SceneState, wp: Waypoint) -> np.ndarray:
+        gain = min(1.0, self.control_dt / RESPONSE_TIME)
+        step = gain * (wp.pos - state.ee_pos)
+        step *= min(1.0, MAX_SPEED * self.control_dt / max(np.linalg.norm(step), 1e-9))
+        rotvec = gain * rotation_vector(_down_rot(wp.yaw) @ state.ee_rot.T)
+        rotvec *= min(1.0, MAX_ANGULAR_SPEED * self.control_dt / max(np.linalg.norm(rotvec), 1e-9))
+        if self.noise_trans > 0:
+            step = step + self.rng.normal(0.0, self.noise_trans, 3)
+        if self.noise_rot > 0:
+            rotvec = rotvec + self.rng.normal(0.0, self.noise_rot, 3)
+        rpy = matrix_to_rpy(axis_angle_to_matrix(rotvec))
+        return np.concatenate([step, rpy, [wp.gripper]])
+
+    # -- plan building blocks ---------------------------------------------------------------------
+    def _move(self, where: Callable[[SceneState], np.ndarray], yaw: Callable[[SceneState], float],
+              gripper: float, tol: float = 0.008, timeout: float = 4.0) -> Iterator[Waypoint]:
+        """Yield waypoints until the TCP is within `tol` of `where(state)` (or `timeout` seconds pass)."""
+        for _ in range(self._ticks(timeout)):
+            s = self._state
+            target, target_yaw = where(s), yaw(s)
+            yaw_err = abs(wrap_angle(ee_yaw(s.ee_rot) - target_yaw))
+            if np.linalg.norm(target - s.ee_pos) < tol and yaw_err < 0.05:
+                return
+            yield Waypoint(target, target_yaw, gripper)
+
+    def _hold(self, seconds: float, gripper: float) -> Iterator[Waypoint]:
+        """Stay where the TCP is (at the pose of the first tick) while the gripper acts."""
+        s = self._state
+        wp = Waypoint(s.ee_pos.copy(), ee_yaw(s.ee_rot), gripper)
+        for _ in range(self._ticks(seconds)):
+            yield wp
+
+    def _ticks(self, seconds: float) -> int:
+        return max(1, int(np.ceil(seconds / self.control_dt)))
+
+    def _above(self, name: str, height: float) -> Callable[[SceneState], np.ndarray]:
+        return lambda s: np.array([*s.objects[name].pos[:2], height])
+
+    def _carry(self, held: str, base: str, height: float) -> Callable[[SceneState], np.ndarray]:
+        """TCP target that puts the held cube's centre `height` above the centre of `base`."""
+
+        def where(s: SceneState) -> np.ndarray:
+            offset = s.objects[held].pos - s.ee_pos  # compensates slip of the cube in the fingers
+            return s.objects[base].pos + np.array([0.0, 0.0, height]) - offset
+
+        return where
+
+    def _grasp(self, name: str) -> Iterator[Waypoint]:
+        """Open above `name`, descend around it, close, lift to hover height."""
+        yaw = lambda s: grasp_yaw(s, name)  # noqa: E731
+        yield from self._move(self._above(name, HOVER_Z), yaw, GRIPPER_OPEN, tol=0.01)
+        yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
+        yield from self._hold(0.6, GRIPPER_CLOSED)
+        yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_CLOSED, tol=0.01)
+
+    # -- per-task plans (each loops: a failed attempt is retried until the episode ends) ------------
+    def _touch(self) -> Iterator[Waypoint]:
+        name = self.task.target
+        yaw = lambda s: grasp_yaw(s, name)  # noqa: E731
+        while True:
+            yield from self._move(self._above(name, HOVER_Z), yaw, GRIPPER_CLOSED, tol=0.01)
+            # Aim a little below the cube's top face: the episode ends on the first contact.
+            yield from self._move(self._above(name, 2 * CUBE_HALF - 0.01), yaw, GRIPPER_CLOSED, tol=0.003,
+                                  timeout=2.0)
+
+    def _push(self) -> Iterator[Waypoint]:
+        name = self.task.target
+        goal_x = self.task.initial_pos(name)[0] + self.task.push_distance + 0.04
+        zero = lambda s: 0.0  # noqa: E731
+
+        def behind(s: SceneState, z: float = HOVER_Z) -> np.ndarray:
+            return np.array([s.objects[name].pos[0] - 0.075, s.objects[name].pos[1], z])
+
+        while True:
+            yield from self._move(behind, zero, PUSH_GRIPPER, tol=0.01)
+            yield from self._move(lambda s: behind(s, 0.02), zero, PUSH_GRIPPER, tol=0.005)
+            # Two fingertips a few cm apart push the back face; steering on the cube's y keeps it straight.
+            yield from self._move(lambda s: np.array([goal_x, s.objects[name].pos[1], 0.02]), zero, PUSH_GRIPPER,
+                                  tol=0.01, timeout=6.0)
+            yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), zero, PUSH_GRIPPER, tol=0.01)
+
+    def _pick(self) -> Iterator[Waypoint]:
+        while True:
+            yield from self._grasp(self.task.target)
+            yield from self._hold(0.5, GRIPPER_CLOSED)
+
+    def _stack(self) -> Iterator[Waypoint]:
+        top, base = self.task.target, self.task.base
+        yaw = lambda s: grasp_yaw(s, base)  # noqa: E731
+        while True:
+            yield from self._grasp(top)
+            if not self._state.held(top):
+                continue
+            yield from self._move(self._carry(top, base, HOVER_Z), yaw, GRIPPER_CLOSED, tol=0.008)
+            yield from self._move(self._carry(top, base, 2 * CUBE_HALF + 0.006), yaw, GRIPPER_CLOSED, tol=0.003)
+            yield from self._hold(0.5, GRIPPER_OPEN)
+            yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_OPEN, tol=0.01)
+
+
+def _down_rot(yaw: float) -> np.ndarray:
+    """EE rotation pointing down with the given yaw about the base z axis."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ HOME_ROT

@@ -1,0 +1,43 @@
+"""Shared fixtures for the MuJoCo simulation tests: skip cleanly when MuJoCo, franky-sim or GL are missing."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+# Choose the headless GL backend (egl, else osmesa) before anything imports mujoco: it reads MUJOCO_GL once.
+from mole_inference.sim.backend import select_gl_backend
+
+select_gl_backend()
+
+
+def missing_sim_reason() -> str | None:
+    """Why the simulation cannot run here, or None when mujoco and franky-sim are installed."""
+    if importlib.util.find_spec("mujoco") is None:
+        return "mujoco is not installed (pip install 'mole-inference[sim]')"
+    if importlib.util.find_spec("franky_sim") is None:
+        return "franky-sim (FR3 model) is not installed (pip install --no-deps franky-sim)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pick_env():
+    """A 10 Hz pick env rendering both cameras, shared by the read-only tests."""
+    from mole_inference.sim.env import make_env
+
+    env = make_env("pick", seed=0, cameras=("wrist", "front"))
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="session")
+def renderable(pick_env):
+    """Skip rendering tests with the reason when no offscreen GL context can be made."""
+    from mole_inference.errors import BackendUnavailableError
+
+    try:
+        pick_env.render("wrist")
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no offscreen OpenGL: {exc}")
+    return pick_env

@@ -1,0 +1,42 @@
+"""Env facade: observation keys and types, done/info, lazy optional front camera."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.sim.conftest import missing_sim_reason
+
+pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not None,
+                                                  reason=str(missing_sim_reason()))]
+
+
+def test_observation_dict(renderable):
+    obs = renderable.reset(seed=0)
+    assert set(obs) == {"wrist_rgb", "front_rgb", "ee_pose", "gripper_width", "instruction"}
+    assert obs["ee_pose"].shape == (7,)
+    assert np.linalg.norm(obs["ee_pose"][3:]) == pytest.approx(1.0)
+    assert isinstance(obs["gripper_width"], float) and isinstance(obs["instruction"], str)
+    obs, done, info = renderable.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+    assert obs["wrist_rgb"].shape == (224, 224, 3) and not done
+    assert info["step"] == 1 and info["time"] == pytest.approx(0.1) and info["success"] is False
+
+
+def test_images_only_when_configured_and_asked(renderable):
+    from mole_inference.sim.env import make_env
+
+    assert "wrist_rgb" not in renderable.reset(seed=0, render=False)
+    with make_env("touch", seed=0) as env:
+        assert set(env.reset()) == {"wrist_rgb", "ee_pose", "gripper_width", "instruction"}
+
+
+def test_episode_times_out_at_the_step_limit():
+    from mole_inference.sim.env import make_env
+
+    with make_env("touch", seed=0, cameras=(), max_seconds=0.3) as env:
+        env.reset(render=False)
+        done, info, steps = False, {}, 0
+        while not done:
+            _, done, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]), render=False)
+            steps += 1
+        assert steps == env.max_steps == 3 and info["timeout"] and not info["success"]
