@@ -13,6 +13,7 @@ from mole_inference.errors import MoleError
 COMMANDS = [
     "info",
     "bench",
+    "sim",
 ]
 
 

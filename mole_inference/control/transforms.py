@@ -118,3 +118,74 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
+
+
+# -- rotation matrices (the same conventions: R = Rz(yaw) @ Ry(pitch) @ Rx(roll), quaternions xyzw) --------------
+def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
+    """Rotation matrix Rz(yaw) @ Ry(pitch) @ Rx(roll) from [roll, pitch, yaw] in radians."""
+    r, p, y = (float(v) for v in rpy)
+    cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+    return np.array([
+        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+        [-sp, cp * sr, cp * cr],
+    ])
+
+
+def matrix_to_rpy(rot: np.ndarray) -> np.ndarray:
+    """Inverse of `rpy_to_matrix`: [roll, pitch, yaw] with pitch in [-pi/2, pi/2]."""
+    pitch = math.asin(max(-1.0, min(1.0, -float(rot[2, 0]))))
+    roll = math.atan2(float(rot[2, 1]), float(rot[2, 2]))
+    yaw = math.atan2(float(rot[1, 0]), float(rot[0, 0]))
+    return np.array([roll, pitch, yaw])
+
+
+def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
+    """Unit quaternion [x, y, z, w] (w >= 0) of a rotation matrix (Shepperd's method, stable for any angle)."""
+    m = np.asarray(rot, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    return quat_normalize(np.array(q))
+
+
+def matrix_to_rotvec(rot: np.ndarray) -> np.ndarray:
+    """Axis * angle (radians, angle in [0, pi]) of a rotation matrix; the orientation error term of the IK."""
+    cos = max(-1.0, min(1.0, (float(np.trace(rot)) - 1.0) / 2.0))
+    angle = math.acos(cos)
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]], dtype=np.float64)
+    if angle < 1e-6:
+        return 0.5 * axis
+    if math.pi - angle < 1e-4:
+        # Near 180 degrees the antisymmetric part vanishes; take the axis from the symmetric part.
+        axis = np.sqrt(np.clip((np.diag(rot) + 1.0) / 2.0, 0.0, None))
+        k = int(np.argmax(axis))
+        signs = np.sign(rot[k] + rot[:, k])
+        signs[k] = 1.0
+        return angle * axis * signs
+    return angle * axis / (2.0 * math.sin(angle))
+
+
+def rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
+    """Rotation matrix of an axis * angle vector (Rodrigues)."""
+    angle = float(np.linalg.norm(v))
+    if angle < _SMALL:
+        return np.eye(3)
+    k = np.asarray(v, dtype=np.float64) / angle
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * kx @ kx
+
+
+def wrap_angle(angle: float) -> float:
+    """Angle wrapped to [-pi, pi)."""
+    return float((angle + math.pi) % (2 * math.pi) - math.pi)

@@ -1,4 +1,4 @@
-"""MuJoCo FR3 tabletop simulation: scene, EE-delta controller, language-conditioned tasks, scripted expert.
+"""MuJoCo FR3 tabletop simulation: scene, EE-delta controller, tasks, scripted expert, demo bags, evaluation.
 
 Importing this package does not import MuJoCo; the names below load their submodule on first access.
 Action convention and frames: see `mole_inference.sim.controller` (GRIPPER_OPEN = 1.0, GRIPPER_CLOSED = 0.0).
@@ -16,6 +16,9 @@ _EXPORTS = {
     "GRIPPER_OPEN": "controller", "GRIPPER_CLOSED": "controller", "HOME_POS": "controller",
     "Task": "tasks", "TASKS": "tasks", "make_task": "tasks",
     "ScriptedExpert": "expert",
+    "DemoConfig": "demos", "record_demos": "demos",
+    "EvalConfig": "evaluate", "evaluate": "evaluate",
+    "StripRow": "strip", "save_strip": "strip",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mole_inference.sim.rotations import rotation_vector, rpy_to_matrix
+from mole_inference.control.transforms import matrix_to_rotvec, rpy_to_matrix
 from mole_inference.sim.scene import GRIPPER_MAX_WIDTH, SEED_QPOS
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class DampedLeastSquaresIK:
         lam2 = self.damping**2
         for _ in range(self.max_iters):
             pos, rot = self.forward_kinematics(q)
-            err = np.concatenate([target_pos - pos, rotation_vector(target_rot @ rot.T)])  # (6,)
+            err = np.concatenate([target_pos - pos, matrix_to_rotvec(target_rot @ rot.T)])  # (6,)
             if np.linalg.norm(err[:3]) < self.pos_tol and np.linalg.norm(err[3:]) < self.rot_tol:
                 break
             self.mj.mj_comPos(m, d)
@@ -124,7 +124,7 @@ class EEDeltaController:
         if self._target is not None:
             last_pos, last_rot = self._target
             close = np.linalg.norm(last_pos - pos) < REANCHOR_POS
-            if close and np.linalg.norm(rotation_vector(last_rot @ rot.T)) < REANCHOR_ROT:
+            if close and np.linalg.norm(matrix_to_rotvec(last_rot @ rot.T)) < REANCHOR_ROT:
                 pos, rot = last_pos, last_rot
         return pos + delta[:3], rpy_to_matrix(delta[3:6]) @ rot
 

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mole_inference.sim.controller import GRIPPER_CLOSED, GRIPPER_OPEN, HOME_ROT
-from mole_inference.sim.rotations import (
-    axis_angle_to_matrix,
+from mole_inference.control.transforms import (
+    matrix_to_rotvec,
     matrix_to_rpy,
-    quat_xyzw_to_matrix,
-    rotation_vector,
+    quat_normalize,
+    quat_to_matrix,
+    rotvec_to_matrix,
     wrap_angle,
 )
+from mole_inference.sim.controller import GRIPPER_CLOSED, GRIPPER_OPEN, HOME_ROT
 from mole_inference.sim.scene import CUBE_HALF, SceneState
 from mole_inference.sim.tasks import PickTask, PushForwardTask, StackTask, Task, TouchTask
 
@@ -48,7 +49,7 @@ def ee_yaw(rot: np.ndarray) -> float:
 
 def grasp_yaw(state: SceneState, name: str) -> float:
     """EE yaw that puts the fingers on two faces of cube `name`: its yaw modulo 90 degrees, nearest 0."""
-    rot = quat_xyzw_to_matrix(state.objects[name].quat)
+    rot = quat_to_matrix(quat_normalize(state.objects[name].quat))
     yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
     return wrap_angle(yaw * 4.0) / 4.0  # four-fold symmetry of a cube about z
 
@@ -90,13 +91,13 @@ class ScriptedExpert:
         gain = min(1.0, self.control_dt / RESPONSE_TIME)
         step = gain * (wp.pos - state.ee_pos)
         step *= min(1.0, MAX_SPEED * self.control_dt / max(np.linalg.norm(step), 1e-9))
-        rotvec = gain * rotation_vector(_down_rot(wp.yaw) @ state.ee_rot.T)
+        rotvec = gain * matrix_to_rotvec(_down_rot(wp.yaw) @ state.ee_rot.T)
         rotvec *= min(1.0, MAX_ANGULAR_SPEED * self.control_dt / max(np.linalg.norm(rotvec), 1e-9))
         if self.noise_trans > 0:
             step = step + self.rng.normal(0.0, self.noise_trans, 3)
         if self.noise_rot > 0:
             rotvec = rotvec + self.rng.normal(0.0, self.noise_rot, 3)
-        rpy = matrix_to_rpy(axis_angle_to_matrix(rotvec))
+        rpy = matrix_to_rpy(rotvec_to_matrix(rotvec))
         return np.concatenate([step, rpy, [wp.gripper]])
 
     # -- plan building blocks ---------------------------------------------------------------------

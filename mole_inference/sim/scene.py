@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mole_inference.control.transforms import matrix_to_quat
 from mole_inference.sim.backend import fr3_mjcf_path, import_mujoco
-from mole_inference.sim.rotations import matrix_to_quat_xyzw
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _add_wrist_camera(hand: Any) -> None:
     forward = np.array([np.sin(tilt), 0.0, np.cos(tilt)])  # viewing direction in the hand frame
     right = np.array([0.0, -1.0, 0.0])  # image x along the finger travel
     up = np.cross(-forward, right)  # image y = z_cam x x_cam: away from the gripper axis
-    x, y, z, w = matrix_to_quat_xyzw(np.column_stack([right, up, -forward]))
+    x, y, z, w = matrix_to_quat(np.column_stack([right, up, -forward]))
     hand.add_camera(name="wrist", pos=[-0.09, 0.0, 0.02], quat=[w, x, y, z], fovy=80.0)
 
 
@@ -180,7 +180,7 @@ class FR3Scene:
     def ee_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Measured EE position (m) and quaternion xyzw in the base frame (franka_ros2 current_pose)."""
         pos, rot = self.ee_matrix()
-        return pos, matrix_to_quat_xyzw(rot)
+        return pos, matrix_to_quat(rot)
 
     def ee_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Measured EE position (3,) and rotation matrix (3, 3) in the base frame."""

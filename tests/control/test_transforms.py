@@ -7,6 +7,9 @@ import pytest
 
 from mole_inference.control.transforms import (
     Pose,
+    matrix_to_quat,
+    matrix_to_rotvec,
+    matrix_to_rpy,
     quat_angle,
     quat_conjugate,
     quat_from_rotvec,
@@ -16,6 +19,9 @@ from mole_inference.control.transforms import (
     quat_to_matrix,
     quat_to_rotvec,
     quat_to_rpy,
+    rotvec_to_matrix,
+    rpy_to_matrix,
+    wrap_angle,
 )
 
 
@@ -69,3 +75,30 @@ def test_normalize_rejects_zero_and_pose_validity():
     assert Pose.from_arrays([0.5, 0, 0.3], [0, 0, 0, 1]).is_valid()
     assert not Pose.from_arrays([np.nan, 0, 0.3], [0, 0, 0, 1]).is_valid()
     assert not Pose.from_arrays([0.5, 0, 0.3], [0, 0, 0, 2]).is_valid()
+
+
+# -- matrix helpers (the sim's IK, expert and scene use these) ---------------------------------------------------
+@pytest.mark.parametrize("rpy", [(0.3, 0.0, 0.0), (0.2, -0.5, 2.5), (-1.0, 1.2, -3.0)])
+def test_matrix_rpy_matches_quaternion_rpy(rpy):
+    r, p, y = rpy
+    np.testing.assert_allclose(rpy_to_matrix(rpy), rz(y) @ ry(p) @ rx(r), atol=1e-12)
+    np.testing.assert_allclose(matrix_to_rpy(rpy_to_matrix(rpy)), rpy, atol=1e-12)
+    np.testing.assert_allclose(rpy_to_matrix(rpy), quat_to_matrix(quat_from_rpy(r, p, y)), atol=1e-12)
+
+
+def test_matrix_round_trips():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        v = rng.normal(size=3)
+        v *= rng.uniform(0, 3.1) / np.linalg.norm(v)
+        rot = rotvec_to_matrix(v)
+        np.testing.assert_allclose(rot, quat_to_matrix(quat_from_rotvec(v)), atol=1e-12)
+        np.testing.assert_allclose(matrix_to_rotvec(rot), v, atol=1e-6)
+        np.testing.assert_allclose(matrix_to_quat(rot), quat_normalize(quat_from_rotvec(v)), atol=1e-9)
+
+
+def test_matrix_to_rotvec_near_pi_and_pointing_down():
+    v = np.array([0.0, np.pi - 1e-6, 0.0])
+    np.testing.assert_allclose(matrix_to_rotvec(rotvec_to_matrix(v)), v, atol=1e-5)
+    np.testing.assert_allclose(matrix_to_quat(np.diag([1.0, -1.0, -1.0])), [1, 0, 0, 0], atol=1e-12)
+    assert wrap_angle(3 * np.pi / 2) == pytest.approx(-np.pi / 2)

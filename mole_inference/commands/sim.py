@@ -1,0 +1,132 @@
+"""`mole-vla sim`: record scripted-expert demonstration bags, evaluate a policy in closed loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mole_inference.sim.demos import EpisodeResult
+    from mole_inference.sim.evaluate import EpisodeOutcome
+
+ROUTERS = ["star", "linear", "random", "early_exit", "full"]
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    from mole_inference.sim.tasks import TASKS
+
+    return tuple(TASKS) if text == "all" else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `sim record-demos` and `sim eval`."""
+    s = sub.add_parser("sim", help="MuJoCo FR3 simulation: expert demonstrations, closed-loop evaluation")
+    cmds = s.add_subparsers(dest="sim_command", required=True)
+
+    r = cmds.add_parser("record-demos", help="scripted-expert episodes as ROS 2 bags (the robot's topics)")
+    r.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
+    r.add_argument("--episodes", type=int, default=10, help="episodes kept per task")
+    r.add_argument("--out", type=Path, required=True, help="root folder; bags go to OUT/<task>/episode_*")
+    r.add_argument("--seed", type=int, default=0, help="first layout seed (retries use the next ones)")
+    r.add_argument("--control-hz", type=float, default=50.0, help="pose / delta rate (the robot's controller)")
+    r.add_argument("--image-hz", type=float, default=10.0, help="wrist camera rate; must divide --control-hz")
+    r.add_argument("--noise", type=float, default=0.001, help="expert translation noise std per tick (m)")
+    r.add_argument("--noise-rot", type=float, default=0.005, help="expert rotation noise std per tick (rad)")
+    r.add_argument("--keep-failures", action="store_true", help="keep failed episodes too (metadata success=false)")
+    r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
+                   help="send 0/1 gripper commands like the robot's safety envelope (default on)")
+    r.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    r.set_defaults(func=run_record)
+
+    e = cmds.add_parser("eval", help="closed-loop success of a policy per task, with a JSON report and a strip")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint folder")
+    src.add_argument("--preset", help="a preset with random weights (wiring checks)")
+    e.add_argument("--router", choices=ROUTERS, help="swap the router (ablations); default: the checkpoint's")
+    e.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
+    e.add_argument("--episodes", type=int, default=10, help="episodes per task")
+    e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
+    e.add_argument("--replan", type=int, default=1, help="steps executed from each chunk before re-inferring")
+    e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
+    e.add_argument("--max-seconds", type=float, help="episode limit override (default: each task's own)")
+    e.add_argument("--video-episodes", type=int, default=1, help="episodes per task drawn in the strip")
+    e.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="folder for report.json, strip.png")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    e.set_defaults(func=run_eval)
+
+
+def _progress(total: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    """Record expert demonstrations and print a per-task summary."""
+    from mole_inference.sim.demos import DemoConfig, record_demos
+
+    if not args.verbose:  # one INFO line per bag opened/closed would bury the progress bar
+        logging.getLogger("mole_inference.data.bag_writer").setLevel(logging.WARNING)
+    cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, control_hz=args.control_hz,
+                     image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot,
+                     keep_failures=args.keep_failures, storage=args.storage,
+                     binarize_gripper=args.binarize_gripper)
+    with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
+        def on_episode(result: EpisodeResult) -> None:
+            bar.set_postfix_str(f"{result.task} seed {result.seed}: {'ok' if result.success else 'FAIL'}")
+            if result.path is not None:
+                bar.update(1)
+
+        summary = record_demos(args.out, cfg, on_episode)
+    print(f"{'task':<14}{'kept':>6}{'tries':>7}{'expert ok':>11}{'s/episode':>11}{'ticks':>8}{'MiB':>9}")
+    for task, row in summary.per_task().items():
+        print(f"{task:<14}{row['kept']:>6}{row['attempts']:>7}{row['success_rate']:>10.0%}"
+              f"{row['wall_s_per_episode']:>11.2f}{row['mean_ticks']:>8.0f}{row['bytes'] / 2**20:>9.1f}")
+    kept = sum(r.path is not None for r in summary.results)
+    size = sum(r.bytes for r in summary.results) / 2**20
+    print(f"{kept} episodes ({size:.1f} MiB) in {args.out} in {summary.wall_s:.1f} s")
+    return 0 if kept == len(cfg.tasks) * cfg.episodes else 1
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate a policy in the sim; print per-task success, Hz, layers; write report.json and strip.png."""
+    from mole_inference.runtime import load_policy
+    from mole_inference.sim.evaluate import EvalConfig, evaluate, strip_rows
+    from mole_inference.sim.strip import save_strip
+
+    cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
+                     ensemble=args.ensemble, max_seconds=args.max_seconds, video_episodes=args.video_episodes)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router)
+    load_s = time.perf_counter() - t0
+    with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
+        def on_episode(outcome: EpisodeOutcome) -> None:
+            bar.set_postfix_str(f"{outcome.task}: {'ok' if outcome.success else 'fail'}")
+            bar.update(1)
+
+        report = evaluate(policy, cfg, on_episode)
+    router = args.router or getattr(getattr(getattr(policy, "cfg", None), "router", None), "type", None)
+    data = report.to_dict(checkpoint=args.checkpoint, preset=args.preset, router=router, device=args.device,
+                          load_s=round(load_s, 2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    rows = strip_rows(report)
+    if rows:
+        save_strip(args.out / "strip.png", rows)
+    for task, row in data["per_task"].items():
+        print(f"{task:<14} success {row['successes']}/{row['episodes']} ({row['success_rate']:.0%})")
+    print(f"overall {data['success_rate']:.0%}; inference {data['inference_hz']:.1f} Hz "
+          f"(mean {data['inference_ms']['mean']:.1f} ms, median {data['inference_ms']['median']:.1f} ms); "
+          f"layers run {data['mean_layers_run']:.2f}/{data['total_layers']} (router {router}); "
+          f"{data['wall_s_per_episode']:.2f} s/episode")
+    print(f"report: {args.out / 'report.json'}" + (f", strip: {args.out / 'strip.png'}" if rows else ""))
+    return 0

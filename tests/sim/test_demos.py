@@ -1,0 +1,116 @@
+"""`record_demos`: expert episodes as bags with the robot's topics, types, exact counts and consistent deltas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.sim.conftest import missing_sim_reason
+
+pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not None,
+                                                  reason=str(missing_sim_reason()))]
+
+
+@pytest.fixture(scope="module")
+def touch_demo(tmp_path_factory):
+    """One successful 50 Hz touch demonstration (images at 10 Hz), recorded twice from the same seed."""
+    from mole_inference.sim.demos import DemoConfig, record_demos
+
+    cfg = DemoConfig(tasks=("touch",), episodes=1, seed=3)
+    first = record_demos(tmp_path_factory.mktemp("demos_a"), cfg)
+    second = record_demos(tmp_path_factory.mktemp("demos_b"), cfg)
+    return cfg, first.results[-1], second.results[-1]
+
+
+def test_bag_has_the_robot_topics_and_types(touch_demo):
+    from rosbags.highlevel import AnyReader
+
+    from mole_inference.data.schema import (
+        ACTIVE_SOURCE_TOPIC,
+        COMPRESSED_IMAGE_TOPIC,
+        EPISODE_TOPICS,
+        default_typestore,
+    )
+
+    _, result, _ = touch_demo
+    with AnyReader([result.path], default_typestore=default_typestore()) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+    expected = {t: s.msgtype for t, s in EPISODE_TOPICS.items() if t != COMPRESSED_IMAGE_TOPIC}
+    assert types == expected
+    assert ACTIVE_SOURCE_TOPIC in types
+
+
+def test_counts_timestamps_and_metadata(touch_demo):
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import OPERATOR, episode_start_ns
+
+    _, result, _ = touch_demo
+    assert result.success and result.ticks > 10
+    ep = read_episode(result.path)
+    n = result.ticks
+    frames = ep.camera()
+    assert len(frames) == result.images == math.ceil(n / 5)
+    assert frames.rgb.shape == (len(frames), 224, 224, 3)
+    np.testing.assert_array_equal(frames.stamp_ns, frames.t_ns)  # header stamp = sim time
+    assert len(ep.deltas) == len(ep.target_poses) == n and len(ep.measured_poses) == n + 1
+    t0 = episode_start_ns(result.seed)
+    np.testing.assert_array_equal(ep.delta_t_ns, t0 + np.arange(n) * 20_000_000)
+    np.testing.assert_array_equal(frames.t_ns, t0 + np.arange(0, n, 5) * 20_000_000)
+    assert ep.instructions == [result.instruction] and ep.active_sources == ["teleop"]
+    assert set(ep.delta_sources) == {"teleop"}
+    changes = 1 + int(np.count_nonzero(np.diff(ep.deltas[:, 6])))
+    assert len(ep.gripper_width) == changes and set(ep.gripper_width) <= {0.0, 0.08}
+    assert set(ep.deltas[:, 6]) <= {0.0, 1.0}  # binarized like the robot's safety envelope
+    meta = ep.metadata
+    assert meta.success is True and meta.task == "touch" and meta.operator == OPERATOR
+    assert meta.instruction == result.instruction and meta.extra["seed"] == result.seed and meta.extra["sim"]
+    assert meta.start_ns == t0 and meta.stop_ns == t0 + n * 20_000_000
+
+
+def test_deltas_sum_to_the_ee_displacement(touch_demo):
+    from mole_inference.data.bag_reader import read_episode
+
+    _, result, _ = touch_demo
+    ep = read_episode(result.path, decode_images=False)
+    moved = ep.measured_poses.position[-1] - ep.measured_poses.position[0]
+    assert np.linalg.norm(moved) > 0.05
+    np.testing.assert_allclose(ep.deltas[:, :3].sum(axis=0), moved, atol=5e-3)
+    # Targets are the reference plus the delta: consecutive targets differ by the deltas while tracking.
+    steps = np.diff(ep.target_poses.position, axis=0)
+    assert np.median(np.linalg.norm(steps - ep.deltas[1:, :3], axis=1)) < 1e-3
+
+
+def test_same_seed_same_bag_content(touch_demo):
+    from mole_inference.data.bag_reader import read_episode
+
+    _, a, b = touch_demo
+    ea, eb = read_episode(a.path), read_episode(b.path)
+    assert a.path.name == b.path.name
+    np.testing.assert_array_equal(ea.deltas, eb.deltas)
+    np.testing.assert_array_equal(ea.measured_poses.position, eb.measured_poses.position)
+    np.testing.assert_array_equal(ea.camera().rgb, eb.camera().rgb)
+
+
+def test_config_validation_names_the_field():
+    from mole_inference.errors import ConfigError
+    from mole_inference.sim.demos import DemoConfig
+
+    with pytest.raises(ConfigError, match="image_hz"):
+        DemoConfig(image_hz=15.0)
+    with pytest.raises(ConfigError, match="did you mean 'pick'"):
+        DemoConfig(tasks=("pik",))
+
+
+def test_failures_are_retried_and_dropped_unless_kept(tmp_path, monkeypatch):
+    from mole_inference.data.bag_reader import list_episodes, read_episode
+    from mole_inference.sim.demos import DemoConfig, record_demos
+    from mole_inference.sim.tasks import TouchTask
+
+    monkeypatch.setattr(TouchTask, "max_seconds", 0.1)  # 5 ticks: the expert cannot reach the cube
+    dropped = record_demos(tmp_path / "a", DemoConfig(tasks=("touch",), episodes=1, max_attempts=2))
+    assert [(r.seed, r.success, r.path) for r in dropped.results] == [(0, False, None), (1, False, None)]
+    assert list_episodes(tmp_path / "a") == []
+    kept = record_demos(tmp_path / "b", DemoConfig(tasks=("touch",), episodes=1, keep_failures=True))
+    assert len(kept.results) == 1 and read_episode(kept.results[0].path).metadata.success is False
