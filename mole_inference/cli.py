@@ -14,6 +14,7 @@ COMMANDS = [
     "info",
     "bench",
     "sim",
+    "stack",
 ]
 
 

@@ -11,5 +11,12 @@ setup(
         ("share/mole_ros", ["package.xml"]),
     ],
     install_requires=["setuptools"],
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "policy_node = mole_ros.policy_node:main",
+            "teleop_node = mole_ros.teleop_node:main",
+            "camera_node = mole_ros.camera_node:main",
+            "recorder_node = mole_ros.recorder_node:main",
+        ],
+    },
 )

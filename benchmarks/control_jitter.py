@@ -1,0 +1,158 @@
+"""Control-period jitter of `mole_policy` at 50 Hz while the model runs, and image-to-command latency.
+
+    python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread]
+
+For each preset (random weights) the policy node runs in this process with a MultiThreadedExecutor, as in
+`mole-vla stack`; a feeder (by default a separate process, like the camera driver and franka_ros2 on the
+robot) publishes 640x480 rgb8 frames at 30 Hz, the measured pose at 100 Hz and an instruction. Reported:
+- jitter: |interval between control-timer callbacks - 20 ms|, p50 / p99 / max in ms, after a warm-up;
+- latency: image header stamp -> the first command computed from that image (ms);
+- inference ms per call. No thresholds: this prints numbers (table, and JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def feed(domain_id: int, stop: threading.Event | None = None) -> None:
+    """Publish frames (30 Hz), poses (100 Hz) and an instruction until `stop` (or forever in a subprocess)."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from mole_ros import conversions as conv
+    from mole_ros import qos
+    from rclpy.context import Context
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from mole_inference.data import schema
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node("jitter_feeder", context=ctx)
+    pose_pub = node.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
+    image_pub = node.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
+    node.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED).publish(String(data="pick up the cup"))
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    pose = conv.Pose.from_arrays((0.5, 0.0, 0.4), (1.0, 0.0, 0.0, 0.0))
+    i, t_next = 0, time.monotonic()
+    try:
+        while stop is None or not stop.is_set():
+            now = node.get_clock().now().nanoseconds
+            pose_pub.publish(conv.pose_to_msg(pose, now, "fr3_link0"))
+            if i % 3 == 0:
+                image_pub.publish(conv.rgb_to_image(rgb, now, "wrist_camera"))
+            i += 1
+            t_next += 0.01
+            time.sleep(max(0.0, t_next - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: str, switch_interval: float,
+            torch_threads: int, min_period: float = 0.0) -> dict:
+    """Run the policy node on `preset` and return jitter / latency / inference statistics."""
+    import rclpy
+    from mole_ros.policy_node import PolicyNode
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = PolicyNode(context=ctx, parameter_overrides=[
+        Parameter("preset", value=preset), Parameter("engage_on_start", value=True),
+        Parameter("python_switch_interval", value=switch_interval), Parameter("torch_threads", value=torch_threads),
+        Parameter("min_inference_period", value=min_period),
+        # timing, not safety: a slow preset or a starved feeder must not make the watchdog stop the policy
+        Parameter("control.watchdog.inference_deadline", value=10.0),
+        Parameter("control.watchdog.max_chunk_age", value=10.0),
+        Parameter("control.watchdog.max_image_age", value=10.0),
+        Parameter("control.watchdog.max_pose_age", value=10.0)])
+    node.trigger_configure()
+    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    stop = threading.Event()
+    if feeder == "process":
+        proc = subprocess.Popen([sys.executable, __file__, "--feed", str(domain_id)])
+    else:
+        proc = None
+        threading.Thread(target=feed, args=(domain_id, stop), daemon=True).start()
+    node.trigger_activate()
+    try:
+        time.sleep(warmup)
+        tel = node.telemetry
+        tel.control.reset()
+        tel.latency_ms.clear()
+        tel.inference_ms.clear()
+        time.sleep(seconds)
+        iv = np.array(tel.control.intervals)
+        lat = np.array(tel.latency_ms)
+        inf = np.array(tel.inference_ms)
+        mode = node.loop.mux.mode.value
+    finally:
+        stop.set()
+        if proc is not None:
+            proc.send_signal(2)
+            proc.wait(10)
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    jitter = np.abs(iv - 0.02) * 1e3 if iv.size else np.array([np.nan])
+
+    def pct(a: np.ndarray, q: float) -> float:
+        return float(np.percentile(a, q)) if a.size else float("nan")
+
+    return {"preset": preset, "feeder": feeder, "ticks": int(iv.size), "mode_at_end": mode,
+            "rate_hz": float(1 / iv.mean()) if iv.size else float("nan"),
+            "jitter_p50_ms": pct(jitter, 50), "jitter_p99_ms": pct(jitter, 99), "jitter_max_ms": float(jitter.max()),
+            "inference_calls": int(inf.size), "inference_ms_p50": pct(inf, 50),
+            "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99), "latency_samples": int(lat.size)}
+
+
+def main() -> None:
+    """CLI."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=4.0)
+    p.add_argument("--feeder", choices=["process", "thread"], default="process")
+    p.add_argument("--switch-interval", type=float, default=0.0005, help="python_switch_interval (0 = 5 ms default)")
+    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--min-inference-period", type=float, default=0.0, help="seconds between inference starts")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--feed", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+    if args.feed is not None:
+        feed(args.feed)
+        return
+    domain = 1 + os.getpid() % 100
+    rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
+                    args.min_inference_period) for preset in args.presets]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    cols = ["preset", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms", "inference_ms_p50",
+            "latency_ms_p50", "latency_ms_p99", "mode_at_end"]
+    print(" | ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:>14.2f}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""`mole_policy`: the lifecycle node that turns camera frames + an instruction into FR3 target poses.
+
+configure: read parameters into typed configs once, load the model, create the ControlLoop, publishers,
+subscriptions and services. activate: start the inference thread and the fixed-rate control timer.
+deactivate: stop both (output stops, explicitly). cleanup: drop the model.
+
+The teleop mux lives here, inside `mole_inference.control.ControlLoop`, not in a node of its own: the mux needs
+the watchdog's health and the scheduler's next action at the same instant, every tick. As a separate node it
+would add a topic hop (latency, a second place that must hold when the other dies) and a second 50 Hz timer
+that could fall out of phase. The teleop node only publishes deltas on `/mole/teleop/delta`; switching is done
+by this node's `~/takeover`, `~/resume_policy` and `~/hold` services (std_srvs/Trigger), and the active source
+is published (latched) on `/mole/active_source`.
+
+Bad input never kills the node: a malformed frame is dropped with a throttled error (the watchdog then holds
+once frames are older than `control.watchdog.max_image_age`); a failing or NaN inference drops the queued
+actions, so the next tick holds. Hold = the last measured pose is published as the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from mole_inference.config.control import ControlConfig
+from mole_inference.control import ControlLoop, Pose, Source, SwitchEvent
+from mole_inference.data import schema
+from mole_inference.errors import ConfigError, InputError
+from mole_inference.policy.contract import ActionChunk, Policy
+from mole_inference.policy.processing import MAX_IMAGE_SIDE
+from mole_ros import conversions as conv
+from mole_ros import qos
+from mole_ros.gripper import GripperOutput, GripperSettings
+from mole_ros.inference_worker import InferenceWorker
+from mole_ros.params import declare_config, help_field, read_config
+from mole_ros.telemetry import ERROR, OK, WARN, Telemetry, diagnostic_array
+
+NODE_NAME = "mole_policy"
+PolicyFactory = Callable[["PolicyNodeConfig"], Policy]
+
+
+@dataclass
+class PolicyNodeConfig:
+    """Parameters of `mole_policy` besides the control stack (`control.*`, see ControlConfig)."""
+
+    checkpoint: str = help_field("", "checkpoint folder; '' = <models>/mole-tiny if present, else `preset`")
+    preset: str = help_field("tiny", "model preset with random weights when there is no checkpoint")
+    backend: str = help_field("torch", "inference backend")
+    device: str = help_field("cpu", "torch device, e.g. cpu or cuda:0")
+    dtype: str = help_field("float32", "float32 | bfloat16 | float16")
+    router: str = help_field("", "override the checkpoint's router type ('' = keep)")
+    torch_threads: int = help_field(1, "intra-op threads of the inference thread (0 = torch default)")
+    min_inference_period: float = help_field(0.0, "seconds between inference starts at least (0 = back to back)")
+    python_switch_interval: float = help_field(0.0005, "sys.setswitchinterval while active (0 = leave as is): "
+                                               "how long the inference thread may hold the GIL before the "
+                                               "control timer gets it")
+    engage_on_start: bool = help_field(False, "hand control to the policy once, when it first becomes healthy")
+    output: str = help_field("pose", "pose (PoseStamped target) | twist (TwistStamped delta / dt)")
+    frame_id: str = help_field("fr3_link0", "frame of the targets when the measured pose has none")
+    max_image_side: int = help_field(MAX_IMAGE_SIDE, "larger frames are rejected")
+    diagnostics_period: float = help_field(1.0, "seconds between /diagnostics messages")
+    gripper: str = help_field("auto", "auto (franka if franka_msgs imports) | franka | topic | none")
+    gripper_action_ns: str = help_field("/franka_gripper", "franka_gripper action namespace")
+    gripper_open_width: float = help_field(0.08, "finger width in metres for gripper command 1 (open)")
+    gripper_speed: float = help_field(0.1, "m/s")
+    gripper_force: float = help_field(20.0, "grasp force in N")
+    image_topic: str = help_field(schema.IMAGE_TOPIC, "sensor_msgs/Image in")
+    compressed_image_topic: str = help_field(schema.COMPRESSED_IMAGE_TOPIC, "sensor_msgs/CompressedImage in")
+    instruction_topic: str = help_field(schema.INSTRUCTION_TOPIC, "std_msgs/String in (latched)")
+    pose_topic: str = help_field(schema.MEASURED_POSE_TOPIC, "measured EE PoseStamped in")
+    teleop_topic: str = help_field("/mole/teleop/delta", "teleop deltas in (ee_delta encoding)")
+    target_pose_topic: str = help_field(schema.TARGET_POSE_TOPIC, "PoseStamped target out")
+    twist_topic: str = help_field("/cartesian_controller/target_twist", "TwistStamped out (output=twist)")
+    ee_delta_topic: str = help_field(schema.EE_DELTA_TOPIC, "applied delta + source out")
+    gripper_topic: str = help_field(schema.GRIPPER_COMMAND_TOPIC, "std_msgs/Float64 width out (gripper=topic)")
+    routing_topic: str = help_field("/mole/routing", "Float32MultiArray (2, K): layers run, router probs")
+    active_source_topic: str = help_field(schema.ACTIVE_SOURCE_TOPIC, "mux mode out (latched)")
+
+    def __post_init__(self) -> None:
+        if self.output not in ("pose", "twist"):
+            raise ConfigError(f"output={self.output!r}: expected 'pose' or 'twist'")
+        if self.gripper not in ("auto", "franka", "topic", "none"):
+            raise ConfigError(f"gripper={self.gripper!r}: expected auto, franka, topic or none")
+
+
+def load_policy_for(cfg: PolicyNodeConfig) -> Policy:
+    """The checkpoint named in `cfg`, else the shipped `mole-tiny`, else `cfg.preset` with random weights."""
+    from mole_inference.config import models_dir
+    from mole_inference.runtime import load_policy
+
+    router = cfg.router or None
+    shipped = models_dir() / "mole-tiny"
+    checkpoint = cfg.checkpoint or (str(shipped) if shipped.is_dir() else "")
+    if checkpoint:
+        return load_policy(checkpoint=checkpoint, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype,
+                           router=router)
+    return load_policy(preset=cfg.preset, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype, router=router)
+
+
+class PolicyNode(LifecycleNode):
+    """Lifecycle node: camera + instruction + measured pose in, 50 Hz targets out (see module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, *, policy_factory: PolicyFactory | None = None,
+                 **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.policy_factory = policy_factory or load_policy_for
+        declare_config(self, PolicyNodeConfig())
+        declare_config(self, ControlConfig(), "control.", skip=("control.scheduler.action_dt",))
+        self.cfg: PolicyNodeConfig | None = None
+        self.policy: Policy | None = None
+        self.loop: ControlLoop | None = None
+        self.worker: InferenceWorker | None = None
+        self.telemetry: Telemetry | None = None
+        self._entities: list = []
+        self._timers: list = []
+        self._measured: tuple[Pose, str] | None = None
+        self._image_stamp: float | None = None
+        self._engage_pending = False
+        self._active = False
+        self._switch_interval = sys.getswitchinterval()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Read parameters, load the model, create the loop and all ROS entities."""
+        try:
+            cfg = read_config(self, PolicyNodeConfig)
+            ctl = read_config(self, ControlConfig, "control.", skip=("control.scheduler.action_dt",))
+            t0 = time.monotonic()
+            policy = self.policy_factory(cfg)
+            ctl = dataclasses.replace(ctl, scheduler=dataclasses.replace(ctl.scheduler, action_dt=policy.action_dt))
+        except Exception as err:  # ConfigError, CheckpointError, ...: stay unconfigured, say why
+            self.get_logger().error(f"configure failed: {type(err).__name__}: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.cfg, self.policy = cfg, policy
+        self.get_logger().info(f"model {type(policy).__name__} ready in {time.monotonic() - t0:.1f} s "
+                               f"(action_dt={policy.action_dt}, layers={policy.num_layers}); config: {cfg}; "
+                               f"control: {ctl}")
+        self.loop = ControlLoop(ctl, on_switch=self._on_switch, now=self._now())
+        self.telemetry = Telemetry(ctl.scheduler.control_dt)
+        self.worker = InferenceWorker(policy, self.loop, self._now, self._on_chunk, self._on_worker_error,
+                                      cfg.max_image_side, cfg.torch_threads, cfg.min_inference_period)
+        self._create_entities(cfg)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_entities(self, cfg: PolicyNodeConfig) -> None:
+        inputs, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()  # the timer alone: never queued behind inputs
+        pub, sub = self.create_publisher, self.create_subscription
+        if cfg.output == "pose":
+            self._target_pub = pub(PoseStamped, cfg.target_pose_topic, qos.RELIABLE)
+        else:
+            self._target_pub = pub(TwistStamped, cfg.twist_topic, qos.RELIABLE)
+        self._delta_pub = pub(Float64MultiArray, cfg.ee_delta_topic, qos.RELIABLE)
+        self._routing_pub = pub(Float32MultiArray, cfg.routing_topic, qos.RELIABLE)
+        self._source_pub = pub(String, cfg.active_source_topic, qos.LATCHED)
+        self._diag_pub = pub(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.gripper = GripperOutput(self, GripperSettings(cfg.gripper, cfg.gripper_topic, cfg.gripper_action_ns,
+                                                           cfg.gripper_open_width, cfg.gripper_speed,
+                                                           cfg.gripper_force))
+        self._entities = [
+            # raw: frames are parsed in place (conversions.parse_image_cdr), never built as Python messages
+            sub(Image, cfg.image_topic, self._on_image, qos.SENSOR, callback_group=inputs, raw=True),
+            sub(CompressedImage, cfg.compressed_image_topic, self._on_compressed, qos.SENSOR, callback_group=inputs,
+                raw=True),
+            sub(String, cfg.instruction_topic, self._on_instruction, qos.LATCHED, callback_group=inputs),
+            sub(PoseStamped, cfg.pose_topic, self._on_pose, qos.RELIABLE, callback_group=inputs),
+            sub(Float64MultiArray, cfg.teleop_topic, self._on_teleop, qos.RELIABLE, callback_group=inputs),
+            self.create_service(Trigger, "~/takeover", self._srv_takeover, callback_group=services),
+            self.create_service(Trigger, "~/resume_policy", self._srv_resume, callback_group=services),
+            self.create_service(Trigger, "~/hold", self._srv_hold, callback_group=services),
+        ]
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start inference and the control timer."""
+        cfg, loop = self.cfg, self.loop
+        if cfg.python_switch_interval > 0:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(cfg.python_switch_interval)
+        self._engage_pending = cfg.engage_on_start
+        self.telemetry.control.reset()
+        self._active = True
+        self.worker.start()
+        self._timers = [
+            self.create_timer(loop.config.scheduler.control_dt, self._on_tick, callback_group=self._control_group),
+            self.create_timer(cfg.diagnostics_period, self._on_diagnostics),
+        ]
+        self._source_pub.publish(String(data=loop.mux.mode.value))
+        self.get_logger().info(f"active: {loop.config.scheduler.control_rate_hz:g} Hz, mode {loop.mux.mode.value}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop the control timer and inference (the controller keeps its last target)."""
+        self._stop_output()
+        self.get_logger().info("deactivated: no more targets are published")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Destroy entities and drop the model."""
+        self._destroy_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Same as cleanup, from any state."""
+        self._stop_output()
+        self._destroy_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_output(self) -> None:
+        self._active = False
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        if self.worker is not None:
+            self.worker.stop()
+        if self.cfg is not None and self.cfg.python_switch_interval > 0:
+            sys.setswitchinterval(self._switch_interval)
+
+    def _destroy_all(self) -> None:
+        for entity in self._entities:
+            entity.destroy()
+        self._entities = []
+        if self.cfg is not None:
+            for p in (self._target_pub, self._delta_pub, self._routing_pub, self._source_pub, self._diag_pub):
+                self.destroy_publisher(p)
+            self.gripper.destroy()
+        self.policy = self.loop = self.worker = self.cfg = None
+
+    def destroy_node(self) -> None:
+        """Stop the timer and the inference thread before the node goes away."""
+        self._stop_output()
+        super().destroy_node()
+
+    # ------------------------------------------------------------------ inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, data: bytes) -> None:
+        self._frame(data, compressed=False)
+
+    def _on_compressed(self, data: bytes) -> None:
+        self._frame(data, compressed=True)
+
+    def _frame(self, data: bytes, compressed: bool) -> None:
+        try:
+            msg = conv.parse_image_cdr(data, compressed)
+            conv.check_image_msg(msg, self.cfg.max_image_side)
+        except InputError as err:
+            self.telemetry.bad_frames += 1
+            self.get_logger().error(f"bad camera frame dropped: {err}", throttle_duration_sec=1.0)
+            return
+        stamp = msg.stamp_ns * 1e-9 or self._now()  # unstamped frames: arrival time
+        self._image_stamp = stamp
+        self.loop.image_received(stamp)
+        if self._active:
+            self.worker.submit(msg, stamp)
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self.get_logger().error("empty instruction ignored", throttle_duration_sec=1.0)
+            return
+        self.get_logger().info(f"instruction: {text!r}")
+        self.worker.set_instruction(text)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        stamp = conv.stamp_to_sec(msg.header.stamp) or self._now()
+        self._measured = (conv.pose_from_msg(msg), msg.header.frame_id or self.cfg.frame_id)
+        self.loop.pose_received(stamp)
+
+    def _on_teleop(self, msg: Float64MultiArray) -> None:
+        try:
+            delta, _ = conv.ee_delta_from_msg(msg)
+        except InputError as err:
+            self.get_logger().error(f"bad teleop delta ignored: {err}", throttle_duration_sec=1.0)
+            return
+        self.loop.set_teleop(delta, self._now())
+
+    def _on_chunk(self, chunk: ActionChunk, image_stamp: float) -> None:
+        r = chunk.routing
+        self.telemetry.chunk_done(chunk.timings_ms.get("total", float("nan")), r.layers, r.total_layers,
+                                  image_stamp, self._now())
+        self._routing_pub.publish(conv.routing_to_msg(r))
+
+    def _on_worker_error(self, message: str) -> None:
+        self.telemetry.failed_inferences += 1
+        self.get_logger().error(message, throttle_duration_sec=1.0)
+
+    def _on_switch(self, event: SwitchEvent) -> None:
+        text = f"mux {event.previous.value} -> {event.mode.value}: {event.reason}"
+        if event.automatic:  # one severity per call site (rclpy)
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().info(text)
+        self._source_pub.publish(String(data=event.mode.value))
+
+    # ------------------------------------------------------------------ control timer
+    def _on_tick(self) -> None:
+        self.telemetry.control.tick(time.perf_counter())
+        if not self._active:
+            return
+        if self._measured is None:
+            self.get_logger().warning("no measured pose yet: nothing to hold, no target published",
+                                      throttle_duration_sec=2.0)
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        now = now_ns * 1e-9
+        pose, frame_id = self._measured
+        try:
+            cmd = self.loop.tick(now, pose)
+        except Exception as err:  # never let one tick kill the timer: hold instead
+            self.get_logger().error(f"control tick failed ({type(err).__name__}: {err}): holding",
+                                    throttle_duration_sec=1.0)
+            try:
+                cmd = self.loop.envelope.hold(pose, "control tick failed")
+            except InputError:
+                return  # no valid measured pose was ever seen: there is nothing safe to publish
+        if self.cfg.output == "pose":
+            self._target_pub.publish(conv.command_to_pose(cmd, now_ns, frame_id))
+        else:
+            self._target_pub.publish(conv.command_to_twist(cmd, self.loop.config.scheduler.control_dt, now_ns,
+                                                           frame_id))
+        self._delta_pub.publish(conv.ee_delta_to_msg(cmd.delta, cmd.source.value))
+        self.gripper.send(cmd.gripper)
+        self.telemetry.command_sent(now, cmd.source is Source.POLICY)
+        if self._engage_pending and self.loop.last_health is not None and self.loop.last_health.ok:
+            self._engage_pending = False
+            self.loop.resume_policy("engage_on_start", now)
+
+    def _on_diagnostics(self) -> None:
+        loop = self.loop
+        health = loop.last_health
+        values = self.telemetry.values()
+        values["mode"] = loop.mux.mode.value
+        values["image_age_ms"] = self._image_age_ms()
+        values["missed_deadlines"] = float(loop.watchdog.missed_deadlines)
+        level, message = OK, f"{loop.mux.mode.value}"
+        if health is not None and not health.ok:
+            level, message = (WARN if loop.mux.mode.value != "policy" else ERROR), health.reason
+        self._diag_pub.publish(diagnostic_array(f"{self.get_name()}: control", "mole_vla", level, message, values,
+                                                self.get_clock().now().nanoseconds))
+
+    def _image_age_ms(self) -> float:
+        stamp = self._image_stamp
+        return float("nan") if stamp is None else (self._now() - stamp) * 1e3
+
+    # ------------------------------------------------------------------ services
+    def _srv_takeover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.loop.takeover("service ~/takeover", self._now())
+        response.success, response.message = True, self.loop.mux.mode.value
+        return response
+
+    def _srv_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        ok = self.loop.resume_policy("service ~/resume_policy", self._now())
+        health = self.loop.watchdog.check(self._now())
+        response.success = ok
+        response.message = self.loop.mux.mode.value if ok else f"refused: {health.reason or 'not healthy'}"
+        return response
+
+    def _srv_hold(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.loop.request_hold("service ~/hold", self._now())
+        response.success, response.message = True, self.loop.mux.mode.value
+        return response
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run `mole_policy` alone, configured and activated (a launch file may manage the lifecycle instead)."""
+    from mole_ros.runner import run_nodes
+
+    run_nodes([PolicyNode], args)
+
+
+if __name__ == "__main__":
+    main()

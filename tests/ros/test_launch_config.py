@@ -1,0 +1,63 @@
+"""Params files in launch/config/: valid node lists, and every parameter they set is declared by its node
+(rclpy silently ignores overrides of undeclared parameters, so a typo would otherwise go unnoticed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from mole_ros.stack import NODES, config_dir, default_config, node_factory, node_names
+
+pytestmark = pytest.mark.ros
+
+CONFIGS = sorted(config_dir().glob("*.yaml"))
+LAUNCH_DIR = config_dir().parent
+
+
+def flatten(params: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out.add(f"{prefix}{key}")
+    return out
+
+
+def test_default_config_exists_and_needs_no_camera():
+    assert default_config() is not None
+    names = node_names(default_config())
+    assert "mole_policy" in names and "mole_camera" not in names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_params_files_match_declared_parameters(ros, config):
+    data = yaml.safe_load(config.read_text())
+    names = node_names(config)
+    for name, section in data.items():
+        if name == "mole_stack":
+            continue
+        assert name in NODES, f"{config.name}: unknown node {name}"
+        if name not in names:
+            continue
+        node = node_factory(name)(context=ros.context)
+        try:
+            declared = set(node.list_parameters([], 0).names) | {"autostart"}
+            unknown = flatten(section["ros__parameters"]) - declared
+            assert not unknown, f"{config.name}: {name} does not declare {sorted(unknown)}"
+        finally:
+            node.destroy_node()
+
+
+@pytest.mark.parametrize("launch_file", ["robot.launch.py", "sim.launch.py"])
+def test_launch_files(launch_file):
+    path = LAUNCH_DIR / launch_file
+    compile(path.read_text(), str(path), "exec")  # always: at least syntactically valid
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros not installed (ros2 launch is not available from PyPI)")
+    spec = importlib.util.spec_from_file_location(Path(launch_file).stem.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
