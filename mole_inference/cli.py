@@ -15,6 +15,8 @@ COMMANDS = [
     "bench",
     "sim",
     "stack",
+    "export",
+    "build_engine",
 ]
 
 

@@ -15,7 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     b.add_argument("--iters", type=int, default=10)
     b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    b.add_argument("--threads", type=int, default=0, help="CPU threads: torch, or onnxruntime intra-op (0: default)")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    b.add_argument("--int8", action="store_true", help="onnxruntime: the INT8 QDQ variant")
+    b.add_argument("--export-dir", help="onnxruntime: an existing export folder (default: export to a temp folder)")
+    b.add_argument("--calib-bags", help="onnxruntime --int8 without --export-dir: calibration episodes "
+                   "(default: generated frames)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run)
 
@@ -25,20 +30,28 @@ def run(args: argparse.Namespace) -> int:
     from mole_inference.runtime.bench import bench
     from mole_inference.runtime.torch_backend import TorchPolicy
 
-    if args.checkpoint:
+    if args.backend == "onnxruntime":
+        from mole_inference.runtime.onnx_backend import bench_policy
+
+        policy = bench_policy(args.export_dir, args.checkpoint, args.preset, args.int8, args.calib_bags,
+                              args.device, args.threads)
+        dtype = "int8" if args.int8 else "float32"
+    elif args.checkpoint:
         policy = TorchPolicy.from_checkpoint(args.checkpoint, args.device, args.dtype)
     else:
         policy = TorchPolicy.from_preset(args.preset, args.device, args.dtype)
-    if args.threads:
-        import torch
+    if args.backend == "torch":
+        dtype = args.dtype
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    report = {"preset": policy.cfg.name, "backend": "torch", "device": args.device, "dtype": args.dtype,
+            torch.set_num_threads(args.threads)
+    report = {"preset": policy.cfg.name, "backend": args.backend, "device": args.device, "dtype": dtype,
               **bench(policy, iters=args.iters, warmup=args.warmup)}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{report['preset']} on {args.device}/{args.dtype}: full {report['full_ms']:.1f} ms, "
+        print(f"{report['preset']} {args.backend} on {args.device}/{dtype}: full {report['full_ms']:.1f} ms, "
               f"MoLe {report['mole_ms']:.1f} ms ({report['active_layers']}/{report['total_layers']} layers), "
               f"speedup {report['speedup']:.2f}x (ideal {report['full_ms'] / report['ideal_ms']:.2f}x); "
               f"LLM {report['llm_full_ms']:.1f} -> {report['llm_mole_ms']:.1f} ms")

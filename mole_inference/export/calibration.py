@@ -1,0 +1,111 @@
+"""INT8 calibration data: (frame, instruction) samples from episode bags, and the stage inputs they produce.
+
+Stage inputs are recorded by running the fp32 ONNX pipeline itself, so every stage (each decoder layer, every
+DDIM step of the DiT head) is calibrated on the activations it sees at inference; each sample runs once with the
+router's top-k and once with all layers, so layers the router rarely picks still get data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mole_inference.errors import InputError
+from mole_inference.policy.processing import initial_noise
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[np.ndarray, str]  # RGB (H, W, 3) uint8, instruction
+
+
+@dataclass
+class CalibrationSet:
+    """Samples that set the INT8 ranges and held-out samples that measure the error against fp32."""
+
+    calib: list[Sample]
+    holdout: list[Sample]
+    source: str
+
+
+def bag_samples(root: str | Path, max_frames: int = 64, holdout_fraction: float = 0.25) -> CalibrationSet:
+    """Frames spread evenly over the episodes under `root`, each with the instruction active at its time.
+
+    With two or more episodes the last ones are held out whole (new scenes); with one, every fourth frame is.
+    """
+    from mole_inference.data.bag_reader import list_episodes, read_episode
+
+    episodes = list_episodes(root)
+    if not episodes:
+        raise InputError(f"calibration bags: no episodes under {root} (folders with metadata.yaml)")
+    per_ep = max(1, max_frames // len(episodes))
+    grouped: list[list[Sample]] = []
+    for path in episodes:
+        ep = read_episode(path)
+        frames = ep.camera()
+        if not len(frames):
+            continue
+        idx = np.unique(np.linspace(0, len(frames) - 1, min(per_ep, len(frames))).round().astype(int))
+        grouped.append([(np.asarray(frames.rgb[i]), ep.instruction_at(int(frames.t_ns[i]))) for i in idx])
+    grouped = [g for g in grouped if g]
+    if not grouped:
+        raise InputError(f"calibration bags: the episodes under {root} have no camera frames")
+    if len(grouped) >= 2:
+        n_hold = max(1, round(holdout_fraction * len(grouped)))
+        calib = [s for g in grouped[:-n_hold] for s in g]
+        hold = [s for g in grouped[-n_hold:] for s in g]
+    else:
+        calib = [s for i, s in enumerate(grouped[0]) if i % 4 != 3]
+        hold = [s for i, s in enumerate(grouped[0]) if i % 4 == 3] or grouped[0][-1:]
+    log.info("calibration: %d frames from %d episodes, %d held out", len(calib), len(grouped), len(hold))
+    return CalibrationSet(calib, hold, str(root))
+
+
+SYNTHETIC_INSTRUCTIONS = ("pick up the red cube", "place the cup on the plate", "open the drawer",
+                          "push the blue block to the left", "stack the green cube on the red one")
+
+
+def synthetic_samples(n: int = 16, holdout: int = 4, seed: int = 0) -> CalibrationSet:
+    """Smooth random frames and canned instructions: for benchmarks of random-weight presets without bags."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out: list[Sample] = []
+    for i in range(n + holdout):
+        low = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        img = cv2.resize(low, (640, 480), interpolation=cv2.INTER_CUBIC)
+        out.append((img, SYNTHETIC_INSTRUCTIONS[i % len(SYNTHETIC_INSTRUCTIONS)]))
+    return CalibrationSet(out[:n], out[n:], "synthetic")
+
+
+def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_stage: int = 64
+                        ) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Inputs of every stage over `samples`, from an fp32 OnnxPolicy (routed run and full run per sample).
+
+    At most `max_per_stage` feeds are kept per stage (evenly thinned DDIM steps for the head), bounding memory
+    on large presets.
+    """
+    feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+    steps = policy.cfg.action_head.ddim_steps
+    keep_every = max(1, (2 * len(samples) * steps) // max_per_stage)
+
+    def observe(stage: str, f: dict[str, np.ndarray]) -> None:
+        seen[stage] += 1
+        if len(feeds[stage]) < max_per_stage and (stage != "denoise" or seen[stage] % keep_every == 0):
+            feeds[stage].append({k: np.array(v, copy=True) for k, v in f.items()})
+
+    previous = policy.observer
+    policy.observer = observe
+    try:
+        for i, (image, instruction) in enumerate(samples):
+            pixels, ids, mask = policy.prepare(image, instruction)
+            noise = initial_noise(seed + i, policy.chunk_size, policy.cfg.action_head.action_dim, policy._rng)
+            policy.run(pixels, ids, mask, noise)
+            policy.run(pixels, ids, mask, noise, layers=range(policy.num_layers))
+    finally:
+        policy.observer = previous
+    return dict(feeds)

@@ -1,0 +1,169 @@
+"""The exported stages of one control step, as small torch modules with fixed shapes (batch 1).
+
+    vision     pixels (1, 3, R, R) f32                      -> img (1, N, D)
+    router     img, ids (1, T) i64, text_mask (1, T) bool    -> probs (1, K), h (1, S, D), bias (1, 1, S, S),
+                                                                cos (1, S, Dh), sin (1, S, Dh)
+    layer_XX   h, bias, cos, sin                             -> h_out (1, S, D)        one graph per decoder layer
+    cognition  h (1, S, D)                                   -> cognition (1, D)      final norm, last token
+    denoise    x (1, C, A) f32, t (1,) i64, cognition        -> eps (1, C, A)         one DDIM step's eps
+
+The router stage also embeds the instruction and assembles the prompt, the attention bias and the rotary tables,
+so the layers share them (and, under TensorRT, share their buffers). The DDIM loop and top-k stay on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mole_inference.config.model import ModelConfig
+from mole_inference.errors import ConfigError
+from mole_inference.model.llm import attention_bias
+
+EXPORTABLE_ROUTERS = ("star", "linear", "early_exit", "full")
+
+
+def layer_stage(idx: int) -> str:
+    """Stage name of decoder layer `idx` (zero-padded so files sort in layer order)."""
+    return f"layer_{idx:02d}"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and dtype (numpy name) of one stage input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        """Plain dict for the manifest."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorSpec:
+        """Inverse of `to_json`."""
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]))
+
+
+def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorSpec]]]:
+    """(inputs, outputs) of every stage, in run order, at the preset's fixed token count."""
+    r, n, t = cfg.vision.image_size, cfg.vision.num_patches, cfg.llm.max_text_tokens
+    d, k, s = cfg.llm.hidden_size, cfg.llm.num_layers, cfg.seq_len
+    hd = d // cfg.llm.num_heads
+    c, a = cfg.action_head.chunk_size, cfg.action_head.action_dim
+    f32 = "float32"
+    h, bias = TensorSpec("h", (1, s, d), f32), TensorSpec("bias", (1, 1, s, s), f32)
+    cos, sin = TensorSpec("cos", (1, s, hd), f32), TensorSpec("sin", (1, s, hd), f32)
+    cog = TensorSpec("cognition", (1, d), f32)
+    io = {
+        "vision": ([TensorSpec("pixels", (1, 3, r, r), f32)], [TensorSpec("img", (1, n, d), f32)]),
+        "router": ([TensorSpec("img", (1, n, d), f32), TensorSpec("ids", (1, t), "int64"),
+                    TensorSpec("text_mask", (1, t), "bool")],
+                   [TensorSpec("probs", (1, k), f32), h, bias, cos, sin]),
+    }
+    for i in range(k):
+        io[layer_stage(i)] = ([h, bias, cos, sin], [TensorSpec("h_out", (1, s, d), f32)])
+    io["cognition"] = ([h], [cog])
+    io["denoise"] = ([TensorSpec("x", (1, c, a), f32), TensorSpec("t", (1,), "int64"), cog],
+                     [TensorSpec("eps", (1, c, a), f32)])
+    return io
+
+
+class VisionStage(nn.Module):
+    """pixels -> projected image tokens."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)  # (1, N, D)
+
+
+class RouterStage(nn.Module):
+    """Router probabilities plus everything the layers share: prompt, attention bias, rotary tables."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, img: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor):
+        m = self.model
+        text = m.embed_text(ids)  # (1, T, D)
+        probs = m.route(img, text, text_mask).probs  # (1, K)
+        h, key_mask = m.prompt(img, text, text_mask)  # (1, S, D), (1, S)
+        cos, sin = m.llm.rope(h)  # (1, S, Dh) each
+        return probs, h, attention_bias(key_mask, h.dtype), cos, sin
+
+
+class LayerStage(nn.Module):
+    """One decoder layer with the shared bias and rotary tables as inputs."""
+
+    def __init__(self, model: nn.Module, idx: int) -> None:
+        super().__init__()
+        self.llm, self.idx = model.llm, idx
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return self.llm.run_layer(self.idx, h, bias, (cos, sin))  # (1, S, D)
+
+
+class CognitionStage(nn.Module):
+    """Final RMSNorm of the cognition (last) token; the norm is per token, so the others are skipped."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.norm = model.llm.norm
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(h[:, -1])  # (1, D)
+
+
+class DenoiseStage(nn.Module):
+    """One eps prediction of the DiT head, classifier-free guidance included when cfg_scale > 1."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cognition: torch.Tensor) -> torch.Tensor:
+        return self.model.denoise(x, t, cognition)  # (1, C, A)
+
+
+def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Torch module of every stage, keyed like `stage_io`."""
+    cfg: ModelConfig = model.cfg
+    if cfg.router.type not in EXPORTABLE_ROUTERS:
+        raise ConfigError(f"router.type={cfg.router.type!r} cannot be exported (its draws happen on the host); "
+                          f"use one of {list(EXPORTABLE_ROUTERS)}")
+    mods: dict[str, nn.Module] = {"vision": VisionStage(model), "router": RouterStage(model)}
+    mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
+    mods["cognition"] = CognitionStage(model)
+    mods["denoise"] = DenoiseStage(model)
+    return mods
+
+
+@torch.no_grad()
+def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Realistic inputs for every stage (tracing and parity checks), chained through the torch model."""
+    cfg: ModelConfig = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    r, t = cfg.vision.image_size, cfg.llm.max_text_tokens
+    pixels = torch.rand((1, 3, r, r), generator=gen)
+    ids = torch.randint(4, cfg.llm.vocab_size, (1, t), generator=gen)
+    text_mask = torch.zeros((1, t), dtype=torch.bool)
+    text_mask[:, : max(1, t // 2)] = True  # padded instruction: exercises masked keys
+    mods = stage_modules(model)
+    img = mods["vision"](pixels)
+    _, h, bias, cos, sin = mods["router"](img, ids, text_mask)
+    ins: dict[str, tuple[torch.Tensor, ...]] = {"vision": (pixels,), "router": (img, ids, text_mask)}
+    for i in range(cfg.llm.num_layers):
+        ins[layer_stage(i)] = (h, bias, cos, sin)
+        h = mods[layer_stage(i)](h, bias, cos, sin)
+    ins["cognition"] = (h,)
+    cog = mods["cognition"](h)
+    x = torch.randn((1, cfg.action_head.chunk_size, cfg.action_head.action_dim), generator=gen)
+    ins["denoise"] = (x, torch.tensor([cfg.action_head.train_timesteps // 2]), cog)
+    return ins

@@ -1,0 +1,69 @@
+"""One tiny checkpoint, two calibration episodes and one fp32 + int8 export, shared by the export tests."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="the export tests need the `export` extra (onnx, onnxruntime)")
+
+from mole_inference.config import preset
+from mole_inference.data.bag_writer import EpisodeBagWriter
+from mole_inference.data.episode_meta import EpisodeMetadata, new_episode_path
+from mole_inference.data.images import rgb_to_image_msg
+from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC
+from mole_inference.model.action_stats import ActionStats
+from mole_inference.model.checkpoint import load_checkpoint, save_checkpoint
+from mole_inference.model.vla import MoLeVLA
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+INSTRUCTIONS = ("pick up the red cube", "put the cup on the plate", "open the top drawer")
+
+
+def tiny_model(seed: int = 0) -> MoLeVLA:
+    """Random tiny model; the head's zero-initialized output layer gets weights so actions depend on the input."""
+    torch.manual_seed(seed)
+    model = MoLeVLA(preset("tiny")).eval()
+    torch.nn.init.normal_(model.action_head.action_out.weight, std=0.1)
+    return model
+
+
+def frame(ep: int, k: int) -> np.ndarray:
+    """A smooth 60x80 frame that drifts over the episode."""
+    y, x = np.mgrid[0:60, 0:80]
+    img = np.stack([(x * 3 + k * 7 + ep * 40) % 256, (y * 4 + k * 5) % 256, (x + y + ep * 90) % 256], -1)
+    return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    stats = ActionStats.from_actions(np.concatenate([rng.normal(0, 0.01, (200, 6)), rng.integers(0, 2, (200, 1))], 1))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, model.cfg, stats)
+
+
+@pytest.fixture(scope="session")
+def calib_bags(tmp_path_factory):
+    """Three episodes of 8 frames (10 Hz), each with one instruction; the last is held out."""
+    root = tmp_path_factory.mktemp("bags")
+    for ep, text in enumerate(INSTRUCTIONS):
+        t0 = T0 + ep * 10_000 * MS
+        meta = EpisodeMetadata(task=f"task{ep}", instruction=text, operator="test")
+        with EpisodeBagWriter(new_episode_path(root, f"task{ep}", t0), "mcap", meta, start_ns=t0) as w:
+            w.write_text(INSTRUCTION_TOPIC, text, t0 + 1)
+            for k in range(8):
+                t = t0 + 10 * MS + k * 100 * MS
+                w.write(IMAGE_TOPIC, rgb_to_image_msg(frame(ep, k), t), t)
+            w.close(success=True, t_ns=t0 + 900 * MS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, calib_bags, tmp_path_factory):
+    """(torch model, manifest) of the checkpoint exported with its INT8 variant."""
+    from mole_inference.export.pipeline import export_model
+
+    model, _, stats = load_checkpoint(tiny_checkpoint)
+    man = export_model(model, stats, tmp_path_factory.mktemp("export"), int8=True, calib_bags=calib_bags)
+    return model, man
