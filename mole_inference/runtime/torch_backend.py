@@ -14,9 +14,8 @@ import torch
 from mole_inference.config import ModelConfig, preset
 from mole_inference.errors import BackendUnavailableError, ConfigError
 from mole_inference.model.action_stats import ActionStats
-from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
-from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
-from mole_inference.policy.processing import check_instruction, initial_noise, resize_image, to_chw_float
+from mole_inference.policy.contract import RoutingDecision
+from mole_inference.runtime.staged import StagedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,14 @@ class StageTimer:
         self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
-class TorchPolicy(Policy):
-    """MoLe-VLA in PyTorch behind the Policy contract."""
+class TorchPolicy(StagedPolicy):
+    """MoLe-VLA in PyTorch behind the Policy contract (host-side steps shared with the exported backends)."""
 
     def __init__(self, model: torch.nn.Module, cfg: ModelConfig, stats: ActionStats, device: str = "cpu",
                  dtype: str = "float32") -> None:
         self.device, self.dtype = resolve_device(device, dtype)
+        super().__init__(cfg, stats, model.router.k)
         self.model = model.to(self.device, self.dtype).eval()
-        self.cfg, self.stats = cfg, stats
-        self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size)
-        self.action_dt = cfg.action_dt
-        self.chunk_size = cfg.action_head.chunk_size
-        self.num_layers = cfg.llm.num_layers
-        self._rng = np.random.default_rng()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32",
@@ -97,11 +91,10 @@ class TorchPolicy(Policy):
         return cls.from_config(preset(name), device, dtype, seed)
 
     def prepare(self, image: np.ndarray, instruction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Checked inputs -> pixels (1, 3, S, S), ids (1, T), text mask (1, T) on the device."""
-        text = check_instruction(instruction)
-        pixels = to_chw_float(resize_image(image, self.cfg.vision.image_size))
-        ids, mask = tokenize_batch(self.tokenizer, [text], self.cfg.llm.max_text_tokens)
-        return (torch.from_numpy(pixels).to(self.device, self.dtype), ids.to(self.device), mask.to(self.device))
+        """Checked inputs -> pixels (1, 3, S, S), ids (1, T), text mask (1, T) as tensors on the device."""
+        pixels, ids, mask = super().prepare(image, instruction)
+        return (torch.from_numpy(pixels).to(self.device, self.dtype), torch.from_numpy(ids).to(self.device),
+                torch.from_numpy(mask).to(self.device))
 
     @torch.inference_mode()
     def run(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, noise: np.ndarray,
@@ -127,15 +120,3 @@ class TorchPolicy(Policy):
         probs = out.probs[0].float().cpu().numpy()
         routing = RoutingDecision(layers=tuple(chosen), probs=probs, total_layers=self.num_layers)
         return actions[0].float().cpu().numpy().astype(np.float64), routing, timer.ms
-
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
-              layers: Sequence[int] | None = None) -> ActionChunk:
-        """See Policy.infer; `layers` forces a layer set (ablations, benchmarks)."""
-        t0 = time.perf_counter()
-        pixels, ids, mask = self.prepare(image, instruction)
-        prep_ms = (time.perf_counter() - t0) * 1e3
-        noise = initial_noise(seed, self.chunk_size, self.cfg.action_head.action_dim, self._rng)
-        norm, routing, ms = self.run(pixels, ids, mask, noise, layers)
-        ms = {"preprocess": prep_ms, **ms}
-        ms["total"] += prep_ms
-        return ActionChunk(self.stats.denormalize(norm), routing, ms, self.action_dt)
