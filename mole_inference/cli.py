@@ -17,6 +17,7 @@ COMMANDS = [
     "stack",
     "export",
     "build_engine",
+    "train",
 ]
 
 

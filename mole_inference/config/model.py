@@ -126,12 +126,25 @@ class ActionHeadConfig:
         check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", self.cond_dropout, "must be in [0, 1)")
 
 
+DistillMode = Literal["none", "mse", "kl", "reverse_kl", "mse+reverse_kl"]
+
+
+def _default_source_weights() -> dict[str, float]:
+    return {"policy": 1.0, "teleop": 1.0, "hold": 0.0}
+
+
 @dataclass
 class TrainingConfig:
-    """Training constants from the paper (Implementation Details, Eq. 17-18)."""
+    """Training constants from the paper (Implementation Details, Eq. 3, 14-18) and the trainer's knobs.
+
+    `batch_size` is the global batch (split over torchrun ranks). `distill` picks the CogKD variant of Tab. 3
+    ("mse+reverse_kl" is Eq. 17; "none" trains without the teacher); the router variant is `router.type`.
+    `load_balance` is the differentiable surrogate trained for Eq. 3 (see training/losses.py).
+    `source_weights` weights samples by who commanded the first action after the frame; 0 drops them.
+    """
 
     batch_size: int = 64
-    learning_rate: float = 2e-5
+    learning_rate: float = 2e-5  # constant
     diffusion_repeats: int = 8  # repeated diffusion steps per sample
     ema_decay: float = 0.999
     lambda_cog_kl: float = 0.5  # lambda_1, Eq. 17
@@ -139,12 +152,34 @@ class TrainingConfig:
     lambda_lb: float = 0.1  # lambda_3, Eq. 18
     max_steps: int = 1000
     seed: int = 0
+    distill: DistillMode = "mse+reverse_kl"
+    load_balance: Literal["switch", "cv", "none"] = "switch"
+    toi_scaled: bool = True  # Eq. 14 scores divided by sqrt(d) before the sigmoid; False: as printed
+    kl_temperature: float = 1.0  # softmax temperature over the feature dim (Eq. 16)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    crop_scale: float = 0.9  # random crop keeps an area fraction in [crop_scale, 1] (CogACT: 0.9)
+    color_jitter: float = 0.1  # brightness/contrast jitter amplitude; 0 disables
+    task_balance: bool = True  # every task equally likely per draw (mixed-task sampling)
+    source_weights: dict[str, float] = field(default_factory=_default_source_weights)
+    num_workers: int = 2
+    log_every: int = 10
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
 
     def __post_init__(self) -> None:
-        positive(self, "batch_size", "learning_rate", "diffusion_repeats", "max_steps")
+        positive(self, "batch_size", "learning_rate", "diffusion_repeats", "max_steps", "kl_temperature",
+                 "log_every", "checkpoint_every", "keep_checkpoints")
         check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1)")
         for name in ("lambda_cog_kl",):
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
+        for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        check(0.0 < self.crop_scale <= 1.0, "crop_scale", self.crop_scale, "must be in (0, 1]")
+        unknown = sorted(set(self.source_weights) - {"policy", "teleop", "hold"})
+        check(not unknown, "source_weights", self.source_weights, "keys must be policy, teleop, hold")
+        check(all(w >= 0 for w in self.source_weights.values()), "source_weights", self.source_weights,
+              "weights must be >= 0")
 
 
 @dataclass

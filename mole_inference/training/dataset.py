@@ -1,0 +1,148 @@
+"""`BagDataset`: episode bags -> (image, instruction ids, normalized action chunk) training samples.
+
+Frames are resized once at load to the model's square input (the same area resize the policy uses), so a
+dataset of a few thousand frames fits in memory. Each item is augmented CogACT-style: a random square crop
+keeping an area fraction in [crop_scale, 1] resized back to the input size (scale 1 is the policy's view),
+then brightness/contrast jitter. Actions are resampled to `action_dt` (see `windows`) and normalized with
+q01/q99 statistics computed over the recorded (unpadded) actions of the kept samples; those stats travel
+with every checkpoint. Items are addressed by `(index, augmentation seed)` so a batch is a pure function of
+the sampler's step (resume continues identically, any number of loader workers).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mole_inference.config.model import ModelConfig
+from mole_inference.errors import InputError
+from mole_inference.model.action_stats import ActionStats
+from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
+from mole_inference.policy.processing import resize_image
+from mole_inference.training.windows import EpisodeSamples, episode_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleTable:
+    """All samples of a dataset as flat arrays (F rows)."""
+
+    frames: np.ndarray  # (F, S, S, 3) uint8, already resized to the model input
+    actions: np.ndarray  # (F, C, 7) robot units
+    action_mask: np.ndarray  # (F, C) bool, False where padded (hold)
+    source: np.ndarray  # (F,) str: who commanded the first action
+    instruction_id: np.ndarray  # (F,) into `instructions`
+    task_id: np.ndarray  # (F,) into `tasks`
+    episode_id: np.ndarray  # (F,) into `episodes`
+    instructions: list[str]
+    tasks: list[str]
+    episodes: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @classmethod
+    def from_episodes(cls, episodes: list[EpisodeSamples], image_size: int, source_weights: dict[str, float]
+                      ) -> SampleTable:
+        """Concatenate episodes, dropping samples whose source has weight 0 (default: hold)."""
+        rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep")}
+        instructions: dict[str, int] = {}
+        tasks: dict[str, int] = {}
+        for e_id, ep in enumerate(episodes):
+            keep = np.array([source_weights.get(s, 0.0) > 0 for s in ep.sample_sources], dtype=bool)
+            if not keep.any():
+                continue
+            t_id = tasks.setdefault(ep.task, len(tasks))
+            idx = np.flatnonzero(keep)
+            rows["frames"].append(np.stack([resize_image(ep.frames[i], image_size) for i in idx]))
+            rows["actions"].append(ep.windows.actions[idx])
+            rows["mask"].append(ep.windows.mask[idx])
+            rows["source"].append(ep.sample_sources[idx])
+            rows["instr"].append(np.array([instructions.setdefault(ep.instructions[i], len(instructions))
+                                           for i in idx]))
+            rows["task"].append(np.full(len(idx), t_id))
+            rows["ep"].append(np.full(len(idx), e_id))
+        if not rows["frames"]:
+            raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
+        cat = {k: np.concatenate(v) for k, v in rows.items()}
+        return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
+                   list(instructions), list(tasks), [ep.path for ep in episodes])
+
+    def action_stats(self) -> ActionStats:
+        """q01/q99 over the recorded (unpadded) actions; the gripper dimension stays unnormalized."""
+        return ActionStats.from_actions(self.actions[self.action_mask])  # (M, 7)
+
+
+def load_table(data: str | Path | list[Path], cfg: ModelConfig) -> SampleTable:
+    """Read every closed episode bag under `data` (or the listed bag folders) into a SampleTable."""
+    from mole_inference.data.bag_reader import list_episodes, read_episode
+
+    paths = list(data) if isinstance(data, list) else list_episodes(data)
+    if not paths:
+        raise InputError(f"no closed episode bags under {data}")
+    episodes = [episode_samples(read_episode(p), cfg.action_head.chunk_size, cfg.action_dt) for p in paths]
+    table = SampleTable.from_episodes(episodes, cfg.vision.image_size, cfg.training.source_weights)
+    counts = {s: int((table.source == s).sum()) for s in ("policy", "teleop", "hold")}
+    log.info("dataset: %d episodes, %d samples, %d tasks %s, sources %s", len(paths), len(table), len(table.tasks),
+             table.tasks, counts)
+    return table
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, crop_scale: float, jitter: float) -> np.ndarray:
+    """CogACT-style augmentation of an (S, S, 3) uint8 frame: random square crop + resize, color jitter."""
+    import cv2
+
+    size = image.shape[0]
+    if crop_scale < 1.0:
+        side = max(1, round(size * np.sqrt(rng.uniform(crop_scale, 1.0))))
+        y, x = rng.integers(0, size - side + 1, size=2)
+        image = cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_LINEAR)
+    if jitter > 0:
+        img = image.astype(np.float32)
+        img = img * rng.uniform(1 - jitter, 1 + jitter)  # brightness
+        mean = img.mean()
+        img = (img - mean) * rng.uniform(1 - jitter, 1 + jitter) + mean  # contrast
+        image = np.clip(img, 0, 255).astype(np.uint8)
+    return image
+
+
+class BagDataset(Dataset):
+    """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A)."""
+
+    def __init__(self, table: SampleTable, cfg: ModelConfig, stats: ActionStats | None = None,
+                 augment_images: bool = True) -> None:
+        self.table, self.cfg = table, cfg
+        self.stats = stats or table.action_stats()
+        self.augment_images = augment_images
+        tok = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size)
+        self.ids, self.text_mask = tokenize_batch(tok, table.instructions, cfg.llm.max_text_tokens)  # (I, T)
+        self.actions = torch.from_numpy(self.stats.normalize(table.actions).astype(np.float32))  # (F, C, A)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = (key, None) if isinstance(key, (int, np.integer)) else key
+        image = self.table.frames[i]
+        if self.augment_images and seed is not None:
+            t = self.cfg.training
+            image = augment(image, np.random.default_rng(seed), t.crop_scale, t.color_jitter)
+        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0  # (3, S, S)
+        instr = int(self.table.instruction_id[i])
+        return {"pixels": pixels, "ids": self.ids[instr], "text_mask": self.text_mask[instr],
+                "actions": self.actions[i]}
+
+    def sample_weights(self) -> np.ndarray:
+        """Draw probabilities (F,): source weight, divided by the task's total when `task_balance`."""
+        t = self.cfg.training
+        w = np.array([t.source_weights.get(s, 0.0) for s in self.table.source], dtype=np.float64)
+        if t.task_balance:
+            totals = np.bincount(self.table.task_id, weights=w)
+            w = w / totals[self.table.task_id]
+        return w / w.sum()

@@ -1,0 +1,104 @@
+"""`MoLeObjective`: the student MoLe-VLA plus the CogKD projection mu; its forward returns Eq. 18 and parts.
+
+It is the module that DDP/FSDP wrap: everything with gradients (student, mu) lives here; the EMA teacher's
+hidden states come in as an input (computed without gradients). The diffusion noise, steps and
+classifier-free-guidance drops are inputs too (`draw_diffusion`), so one call is a pure function of its
+arguments, which is what makes resume and the equivalence tests exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mole_inference.config.model import ModelConfig
+from mole_inference.model.vla import MoLeVLA
+from mole_inference.training.losses import (
+    distillation_loss,
+    load_balance_eq3,
+    load_balance_surrogate,
+    task_loss,
+    tokens_of_interest,
+    total_loss,
+)
+
+MIMIC_MODES = ("mse", "mse+reverse_kl")
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, rank)."""
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def draw_diffusion(batch: int, cfg: ModelConfig, generator: torch.Generator, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise (B*R, C, A), steps (B*R,) and CFG drop flags (B*R,) for B samples repeated R times."""
+    head, r = cfg.action_head, cfg.training.diffusion_repeats
+    n = batch * r
+    noise = torch.randn((n, head.chunk_size, head.action_dim), generator=generator)
+    t = torch.randint(0, head.train_timesteps, (n,), generator=generator)
+    drop = torch.rand((n,), generator=generator) < head.cond_dropout
+    return noise.to(device), t.to(device), drop.to(device)
+
+
+def key_mask(hidden: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """Valid positions (B, S) of [image | text | cognition] hidden states (B, S, D): padding is False."""
+    b, s = hidden.shape[:2]
+    n_img = s - text_mask.shape[1] - 1
+    ones = torch.ones((b, n_img), dtype=torch.bool, device=hidden.device)
+    return torch.cat([ones, text_mask.bool(), ones[:, :1]], dim=1)
+
+
+class MoLeObjective(nn.Module):
+    """Student + mu (Eq. 15's projection, identity-initialized: teacher and student start equal)."""
+
+    def __init__(self, student: MoLeVLA, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.student, self.cfg = student, cfg
+        for name, p in student.named_parameters():
+            if name.endswith("embeddings.mask_token"):  # DINOv2's masked-image-modeling token: never used here
+                p.requires_grad_(False)  # (an unused trainable parameter would stall DDP and resume)
+        d = cfg.llm.hidden_size
+        self.mu: nn.Linear | None = None
+        if cfg.training.distill in MIMIC_MODES:
+            self.mu = nn.Linear(d, d, bias=False)
+            with torch.no_grad():
+                self.mu.weight.copy_(torch.eye(d))
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the loss needs the teacher's hidden states."""
+        return self.cfg.training.distill != "none"
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
+                noise: torch.Tensor, timesteps: torch.Tensor, drop: torch.Tensor,
+                teacher_hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...)."""
+        t = self.cfg.training
+        model = self.student
+        hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
+        cog = hidden[:, -1]  # (B, D) cognition feature
+        r = t.diffusion_repeats
+        cond = cog.repeat_interleave(r, dim=0)  # (B*R, D)
+        null = model.action_head.null_condition.to(cond.dtype).expand_as(cond)
+        cond = torch.where(drop[:, None], null, cond)  # classifier-free guidance dropout
+        x_t = model.scheduler.q_sample(actions.repeat_interleave(r, dim=0), timesteps, noise)  # (B*R, C, A)
+        parts = {"task": task_loss(model.action_head(x_t, timesteps, cond), noise)}
+        selected = gate.detach()  # exactly the 0/1 top-k mask in value
+        parts["lb_eq3"] = load_balance_eq3(selected)
+        parts["lb"] = load_balance_surrogate(router.probs, selected, t.load_balance)
+        if self.uses_teacher:
+            if teacher_hidden is None:
+                raise ValueError(f"training.distill={t.distill!r} needs teacher_hidden")
+            valid = key_mask(hidden, text_mask)
+            f_t = teacher_hidden.detach()
+            toi = tokens_of_interest(f_t[:, -1], cog, hidden, valid, t.toi_scaled).detach()  # (B, S)
+            parts.update(distillation_loss(t.distill, f_t, hidden, toi, valid, self.mu, t.lambda_cog_kl,
+                                           t.kl_temperature))
+            parts["toi_mean"] = (toi.sum() / valid.sum()).detach()
+        else:
+            parts["cog"] = hidden.new_zeros(())
+        parts["loss"] = total_loss(parts["task"], parts["cog"], parts["lb"], t.lambda_cog, t.lambda_lb)
+        return parts

@@ -1,0 +1,117 @@
+"""Episode -> training samples: each camera frame paired with the next `chunk_size` actions at `action_dt`.
+
+The recorder logs one delta per control tick (50 Hz on the robot; the simulation may log at the policy rate,
+10 Hz), while the model predicts one action per `action_dt` (0.1 s). Each recorded translation/rotation delta
+is the motion of its own tick (a rate split per tick, see control/scheduler.py), so one model action is the
+SUM of the ticks inside its `action_dt` window, and its gripper (an absolute command, 1 = open) is the LAST
+value in the window.
+
+Windows. For a frame logged at t_f, let a be the log time of the first delta at or after t_f. Action j covers
+the deltas with log time in [a - tick/2 + j * dt, a - tick/2 + (j + 1) * dt) (tick = median tick period),
+so ticks that land near a window edge because of logging jitter are not split unpredictably: at 50 Hz each
+window holds 5 ticks, at 10 Hz exactly one. A window with no tick (the episode ended, or a gap) is "hold":
+zero motion, the previous gripper value, `mask` False. A window's source is the majority source of its ticks
+(ties: teleop, then policy, then hold); a sample's source is that of its first window.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mole_inference.data.episode import Episode
+from mole_inference.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("teleop", "policy", "hold")  # tie-break order of the majority vote
+GRIPPER_OPEN = 1.0  # gripper value assumed before any command was recorded
+
+
+@dataclass
+class ActionWindows:
+    """Resampled actions for F frames: actions (F, n, 7) robot units, mask (F, n) bool, sources (F, n) str."""
+
+    actions: np.ndarray
+    mask: np.ndarray
+    sources: np.ndarray
+
+
+def tick_period_ns(delta_t_ns: np.ndarray) -> int:
+    """Median spacing of the recorded deltas (ns); 0 when fewer than two."""
+    return int(np.median(np.diff(delta_t_ns))) if len(delta_t_ns) > 1 else 0
+
+
+def resample_windows(delta_t_ns: np.ndarray, deltas: np.ndarray, delta_sources: np.ndarray,
+                     frame_t_ns: np.ndarray, n: int, dt_ns: int) -> ActionWindows:
+    """The next `n` actions at `dt_ns` after each frame time, from per-tick deltas (see module docstring).
+
+    delta_t_ns (K,) sorted, deltas (K, 7), delta_sources (K,), frame_t_ns (F,) -> ActionWindows.
+    """
+    if n <= 0 or dt_ns <= 0:
+        raise InputError(f"n and dt_ns must be positive, got n={n}, dt_ns={dt_ns}")
+    f, k = len(frame_t_ns), len(delta_t_ns)
+    dim = deltas.shape[1] if deltas.ndim == 2 else 7
+    actions = np.zeros((f, n, dim))
+    mask = np.zeros((f, n), dtype=bool)
+    sources = np.full((f, n), "hold", dtype="<U6")
+    tick = tick_period_ns(delta_t_ns)
+    if tick > dt_ns:
+        log.warning("deltas are logged every %.3f s, slower than action_dt %.3f s: windows will have gaps",
+                    tick / 1e9, dt_ns / 1e9)
+    half = min(tick, dt_ns) // 2
+    src_codes = np.array([SOURCES.index(s) if s in SOURCES else 2 for s in delta_sources], dtype=np.int64)
+    for i, t_f in enumerate(frame_t_ns):
+        i0 = int(np.searchsorted(delta_t_ns, t_f, side="left"))
+        gripper = float(deltas[i0 - 1, -1]) if i0 > 0 else GRIPPER_OPEN
+        if i0 < k:
+            start = int(delta_t_ns[i0]) - half
+            edges = start + dt_ns * np.arange(n + 1)  # (n + 1,)
+            idx = np.searchsorted(delta_t_ns, edges, side="left")
+            idx[0] = i0  # never reach back before the frame
+            for j in range(n):
+                lo, hi = idx[j], max(idx[j + 1], idx[j])
+                if hi > lo:
+                    actions[i, j, :-1] = deltas[lo:hi, :-1].sum(axis=0)
+                    gripper = float(deltas[hi - 1, -1])
+                    mask[i, j] = True
+                    votes = np.bincount(src_codes[lo:hi], minlength=len(SOURCES))
+                    sources[i, j] = SOURCES[int(np.argmax(votes))]
+                actions[i, j, -1] = gripper
+        else:
+            actions[i, :, -1] = gripper
+    return ActionWindows(actions, mask, sources)
+
+
+@dataclass
+class EpisodeSamples:
+    """One episode's samples: frames (F, H, W, 3) uint8 and their windows, instruction per frame, task name."""
+
+    path: Path
+    task: str
+    frames: np.ndarray
+    windows: ActionWindows
+    instructions: list[str] = field(default_factory=list)
+
+    @property
+    def sample_sources(self) -> np.ndarray:
+        """Who commanded the first action after each frame (F,)."""
+        return self.windows.sources[:, 0]
+
+
+def episode_samples(episode: Episode, n: int, dt_s: float, topic: str | None = None) -> EpisodeSamples:
+    """All (frame, instruction, next n actions at dt_s) samples of a decoded episode."""
+    frames = episode.camera(topic)
+    if frames.rgb is None or isinstance(frames.rgb, list):
+        raise InputError(f"episode {episode.path}: frames must be decoded and all the same size")
+    windows = resample_windows(episode.delta_t_ns, episode.deltas, episode.delta_sources, frames.t_ns, n,
+                               round(dt_s * 1e9))
+    instructions = [episode.instruction_at(int(t)) for t in frames.t_ns]
+    if any(not text.strip() for text in instructions):
+        raise InputError(f"episode {episode.path}: frames without an instruction (none recorded, none in metadata)")
+    task = (episode.metadata.task if episode.metadata and episode.metadata.task else instructions[0]) if len(
+        instructions) else ""
+    return EpisodeSamples(episode.path, task, frames.rgb, windows, instructions)

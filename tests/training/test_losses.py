@@ -1,0 +1,115 @@
+"""Each loss on tensors small enough to compute by hand (Eq. 3, 6, 14-18)."""
+
+import math
+
+import pytest
+import torch
+
+from mole_inference.errors import ConfigError
+from mole_inference.training.losses import (
+    cog_forward_kl,
+    cog_loss,
+    cog_mimic_loss,
+    cog_reverse_kl,
+    distillation_loss,
+    load_balance_eq3,
+    load_balance_surrogate,
+    task_loss,
+    tokens_of_interest,
+    total_loss,
+)
+
+
+def test_task_loss_is_noise_mse():  # Eq. 6
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert task_loss(pred, torch.zeros(2, 2)).item() == pytest.approx(7.5)
+
+
+def test_load_balance_eq3_counts_layers_used_and_has_no_gradient():  # Eq. 3 as printed
+    sel = torch.tensor([[1.0, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], requires_grad=True)
+    out = load_balance_eq3(sel)
+    assert out.item() == pytest.approx(0.75, abs=1e-5)  # layers 0-2 used at least once, layer 3 never
+    assert not out.requires_grad
+
+
+def test_switch_surrogate_value_and_gradient():
+    probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]] * 2, requires_grad=True)
+    sel = torch.tensor([[1.0, 1, 0, 0]] * 2)
+    out = load_balance_surrogate(probs, sel, "switch")  # K * sum f_i P_i = 4 * (0.5*0.4 + 0.5*0.3)
+    assert out.item() == pytest.approx(1.4)
+    out.backward()  # d/dp[n, i] = K f_i / N
+    torch.testing.assert_close(probs.grad, torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2))
+    uniform = torch.full((3, 4), 0.25)
+    assert load_balance_surrogate(uniform, torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]])).item() \
+        == pytest.approx(1.0)
+
+
+def test_cv_surrogate_and_bad_mode():
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]] * 2)  # importance [1, 1, 0, 0]: mean 0.5, var 0.25
+    assert load_balance_surrogate(probs, probs, "cv").item() == pytest.approx(1.0)
+    assert load_balance_surrogate(torch.full((2, 4), 0.25), probs, "cv").item() == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="load_balance"):
+        load_balance_surrogate(probs, probs, "bogus")
+
+
+def test_tokens_of_interest_intersection():  # Eq. 14
+    f_s = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]])  # (1, 3, 2)
+    cog_t, cog_s = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]])
+    valid = torch.tensor([[True, True, False]])
+    sig = torch.sigmoid
+    m = tokens_of_interest(cog_t, cog_s, f_s, valid, scaled=False)
+    expected = torch.tensor([[sig(torch.tensor(1.0)) * sig(torch.tensor(2.0)), sig(torch.tensor(2.0)) * 0.5, 0.0]])
+    torch.testing.assert_close(m, expected)
+    r = 1 / math.sqrt(2)
+    m = tokens_of_interest(cog_t, cog_s, f_s, valid, scaled=True)
+    torch.testing.assert_close(m[0, 0], sig(torch.tensor(r)) * sig(torch.tensor(2 * r)))
+
+
+def test_cog_mimic_masked_mse():  # Eq. 15
+    f_t = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    f_s = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    mask, valid = torch.tensor([[1.0, 0.5]]), torch.tensor([[True, True]])
+    # token 0: (1, 2)^2 -> 2.5; token 1: (1.5 - 0.5, 2 - 0.5)^2 -> (1 + 2.25) / 2 = 1.625
+    assert cog_mimic_loss(f_t, f_s, mask, valid).item() == pytest.approx(2.0625)
+    # mu doubles: token 1 -> (1.5 - 1, 2 - 1)^2 -> (0.25 + 1) / 2
+    assert cog_mimic_loss(f_t, f_s, mask, valid, mu=lambda x: 2 * x).item() == pytest.approx((2.5 + 0.625) / 2)
+    assert cog_mimic_loss(f_t, f_s, mask, torch.tensor([[True, False]])).item() == pytest.approx(2.5)
+
+
+def test_reverse_and_forward_kl_over_features():  # Eq. 16
+    f_s, f_t = torch.zeros(1, 1, 2), torch.tensor([[[math.log(3.0), 0.0]]])  # p_s = (1/2, 1/2), p_t = (3/4, 1/4)
+    one, valid = torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool)
+    assert cog_reverse_kl(f_t, f_s, one, valid).item() == pytest.approx(0.5 * math.log(4 / 3))
+    assert cog_forward_kl(f_t, f_s, one, valid).item() == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    assert cog_reverse_kl(f_t, f_s, torch.zeros(1, 1), valid).item() == 0.0  # M = 0: both uniform
+    p = math.sqrt(3) / (math.sqrt(3) + 1)  # temperature 2: p_t = softmax(ln3 / 2, 0)
+    expected = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))
+    assert cog_reverse_kl(f_t, f_s, one, valid, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_reverse_kl_gradient_pulls_student_to_teacher():
+    f_s = torch.zeros(1, 1, 2, requires_grad=True)
+    f_t = torch.tensor([[[1.0, 0.0]]])
+    cog_reverse_kl(f_t, f_s, torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool)).backward()
+    assert f_s.grad[0, 0, 0] < 0 < f_s.grad[0, 0, 1]  # descent raises the teacher's dominant feature
+
+
+def test_cog_and_total():  # Eq. 17, 18
+    assert cog_loss(torch.tensor(2.0), torch.tensor(4.0)).item() == pytest.approx(3.0)
+    assert cog_loss(torch.tensor(2.0), torch.tensor(4.0), lambda1=0.25).item() == pytest.approx(2.5)
+    assert total_loss(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0)).item() == pytest.approx(2.3)
+
+
+@pytest.mark.parametrize("mode, keys", [("mse", {"cog", "cog_mimic"}), ("kl", {"cog", "cog_kl"}),
+                                        ("reverse_kl", {"cog", "cog_reverse_kl"}),
+                                        ("mse+reverse_kl", {"cog", "cog_mimic", "cog_reverse_kl"})])
+def test_distillation_variants_of_tab3(mode, keys):
+    g = torch.Generator().manual_seed(0)
+    f_t, f_s = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    mask, valid = torch.rand(2, 3, generator=g), torch.ones(2, 3, dtype=torch.bool)
+    out = distillation_loss(mode, f_t, f_s, mask, valid)
+    assert set(out) == keys
+    if mode == "mse+reverse_kl":
+        assert out["cog"].item() == pytest.approx(0.5 * out["cog_mimic"].item() + 0.5 * out["cog_reverse_kl"].item())
+    with pytest.raises(ConfigError, match="distill"):
+        distillation_loss("mse+kl", f_t, f_s, mask, valid)

@@ -1,0 +1,103 @@
+"""The trainer on a micro model: loss falls on a tiny batch, resume is exact, checkpoints load as a policy."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mole_inference.cli import main
+from mole_inference.config import save_model_config
+from mole_inference.errors import ConfigError
+from mole_inference.training.dataset import BagDataset, load_table
+from mole_inference.training.objective import draw_diffusion, step_generator
+from mole_inference.training.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def table(bag_root, micro_cfg):
+    return load_table(bag_root, micro_cfg())
+
+
+def test_a_few_steps_overfit_a_tiny_batch(table, micro_cfg, tmp_path):
+    cfg = micro_cfg(learning_rate=3e-3, crop_scale=1.0, color_jitter=0.0)
+    trainer = Trainer(cfg, BagDataset(table, cfg), tmp_path, progress=False)
+    batch = next(iter(trainer.loader()))
+    noise, t, drop = draw_diffusion(4, cfg, step_generator(99, 0), torch.device("cpu"))
+    drop[:] = False
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            th = trainer.teacher.forward_train(batch["pixels"], batch["ids"], batch["text_mask"], full=True)[0]
+            parts = trainer.objective(batch["pixels"], batch["ids"], batch["text_mask"], batch["actions"], noise, t,
+                                      drop, th)
+        return parts["loss"].item()
+
+    before = fixed_loss()
+    for _ in range(50):
+        trainer.train_step(batch)
+    after = fixed_loss()
+    print(f"fixed-noise loss {before:.4f} -> {after:.4f}")
+    assert after < 0.5 * before, (before, after)
+    assert trainer.step == 50
+
+
+def test_resume_continues_identically(table, micro_cfg, tmp_path):
+    straight = Trainer(micro_cfg(max_steps=4), BagDataset(table, micro_cfg()), tmp_path / "a", progress=False).fit()
+    Trainer(micro_cfg(max_steps=2), BagDataset(table, micro_cfg()), tmp_path / "b", progress=False).fit()
+    resumed = Trainer(micro_cfg(max_steps=4), BagDataset(table, micro_cfg()), tmp_path / "b", resume=True,
+                      progress=False)
+    assert resumed.step == 2
+    result = resumed.fit()
+    assert result.step == 4 and result.steps_run == 2
+    for name in ("model.safetensors", "teacher.safetensors", "cogkd.safetensors", "optimizer.safetensors"):
+        a, b = load_file(straight.checkpoint / name), load_file(result.checkpoint / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_checkpoint_is_a_policy_with_the_dataset_stats(table, micro_cfg, tmp_path):
+    from mole_inference.runtime.torch_backend import TorchPolicy
+
+    cfg = micro_cfg(max_steps=1)
+    ds = BagDataset(table, cfg)
+    result = Trainer(cfg, ds, tmp_path, progress=False).fit()
+    policy = TorchPolicy.from_checkpoint(result.checkpoint)
+    np.testing.assert_allclose(policy.stats.q01, ds.stats.q01)
+    chunk = policy.infer(table.frames[0], table.instructions[0])
+    assert chunk.actions.shape == (cfg.action_head.chunk_size, 7)
+    with pytest.raises(ConfigError, match="earlier run"):  # a fresh run never overwrites another's checkpoints
+        Trainer(cfg, ds, tmp_path, progress=False)
+    # --init: a linear-router student starts from these weights, its router fresh
+    linear = micro_cfg("linear", max_steps=1)
+    student = Trainer(linear, BagDataset(table, linear), tmp_path / "init", init=result.checkpoint,
+                      progress=False).student
+    saved = load_file(result.checkpoint / "model.safetensors")
+    for key, value in student.state_dict().items():
+        assert key.startswith("router.") or torch.equal(value, saved[key]), key
+
+
+@pytest.mark.parametrize("router, distill", [("linear", "mse"), ("star", "kl"), ("full", "none"),
+                                             ("star", "reverse_kl")])
+def test_tab3_variants_train(table, micro_cfg, tmp_path, router, distill):
+    cfg = micro_cfg(router, max_steps=1, distill=distill)
+    result = Trainer(cfg, BagDataset(table, cfg), tmp_path, progress=False).fit()
+    assert np.isfinite(result.metrics["loss"])
+    assert ("cog_mimic" in result.metrics) == ("mse" in distill)
+    assert (result.checkpoint / "teacher.safetensors").is_file() == (distill != "none")
+
+
+def test_cli_train(bag_root, micro_cfg, tmp_path, capsys):
+    cfg_path = tmp_path / "micro.yaml"
+    save_model_config(micro_cfg(), cfg_path)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "2",
+                 "--seed", "1", "--no-progress"]) == 0
+    assert "trained to step 2" in capsys.readouterr().out
+    assert (out / "checkpoints" / "latest").read_text() == "step_0000002"
+    assert (out / "metrics.csv").is_file()
+    assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "3",
+                 "--seed", "1", "--resume", "--no-progress"]) == 0
+    assert "trained to step 3 (1 steps" in capsys.readouterr().out

@@ -1,0 +1,90 @@
+"""Resampling recorded per-tick deltas to the model's action_dt, on hand-made episodes."""
+
+import numpy as np
+import pytest
+
+from mole_inference.data.bag_reader import read_episode
+from mole_inference.data.bag_writer import EpisodeBagWriter
+from mole_inference.data.episode_meta import EpisodeMetadata
+from mole_inference.data.images import rgb_to_image_msg
+from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC
+from mole_inference.training.windows import episode_samples, resample_windows
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+DT = 100 * MS
+
+
+def ticks(n: int, period_ms: int, jitter_ms: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    jitter = (rng.uniform(-jitter_ms, jitter_ms, n) * MS).astype(np.int64)
+    jitter[0] = 0  # the first frame below is logged exactly at tick 0
+    return T0 + 10 * MS + np.arange(n, dtype=np.int64) * period_ms * MS + jitter
+
+
+def deltas_for(n: int) -> np.ndarray:
+    """Tick j moves dx = j, drot = 0.5, gripper = j (so 'last in window' is visible)."""
+    d = np.zeros((n, 7))
+    d[:, 0], d[:, 5], d[:, 6] = np.arange(n), 0.5, np.arange(n)
+    return d
+
+
+@pytest.mark.parametrize("jitter_ms", [0.0, 4.0])
+def test_50hz_ticks_sum_per_window_and_gripper_is_last(jitter_ms):
+    t = ticks(100, 20, jitter_ms)
+    frames = T0 + 10 * MS + np.array([0, 3]) * DT - 5 * MS  # just before ticks 0 and 15
+    w = resample_windows(t, deltas_for(100), np.full(100, "policy"), frames, 4, DT)
+    for f, first in enumerate([0, 15]):
+        for j in range(4):
+            ids = np.arange(first + 5 * j, first + 5 * j + 5)
+            assert w.actions[f, j, 0] == pytest.approx(ids.sum())  # translation: sum of the 5 ticks
+            assert w.actions[f, j, 5] == pytest.approx(2.5)  # rotation: 5 x 0.5
+            assert w.actions[f, j, 6] == ids[-1]  # gripper: the last tick's command
+    assert w.mask.all() and (w.sources == "policy").all()
+
+
+def test_10hz_ticks_map_one_to_one():
+    t = ticks(20, 100, jitter_ms=10.0)
+    d = deltas_for(20)
+    w = resample_windows(t, d, np.full(20, "teleop"), t[[2]] - 5 * MS, 16, DT)
+    np.testing.assert_allclose(w.actions[0], d[2:18])
+    assert (w.sources == "teleop").all()
+
+
+def test_past_the_end_is_hold_with_last_gripper():
+    t = ticks(10, 20)  # 10 ticks = 2 windows of 5
+    w = resample_windows(t, deltas_for(10), np.full(10, "policy"), t[[0]], 4, DT)
+    np.testing.assert_array_equal(w.mask[0], [True, True, False, False])
+    np.testing.assert_array_equal(w.actions[0, 2:, :6], 0.0)
+    np.testing.assert_array_equal(w.actions[0, :, 6], [4, 9, 9, 9])
+    assert list(w.sources[0]) == ["policy", "policy", "hold", "hold"]
+    after = resample_windows(t, deltas_for(10), np.full(10, "policy"), t[[-1]] + 50 * MS, 2, DT)
+    assert not after.mask.any() and (after.actions[0, :, 6] == 9).all()
+
+
+def test_window_source_is_the_majority_of_its_ticks():
+    t = ticks(10, 20)
+    src = np.array(["policy"] * 3 + ["teleop"] * 2 + ["hold"] * 2 + ["teleop"] * 3)
+    w = resample_windows(t, deltas_for(10), src, t[[0]], 2, DT)
+    assert list(w.sources[0]) == ["policy", "teleop"]
+
+
+def test_episode_bag_to_samples(tmp_path):
+    """Through the bag writer/reader: 50 Hz ticks, 10 Hz frames, an intervention and a hold tail."""
+    path = tmp_path / "ep"
+    with EpisodeBagWriter(path, "mcap", EpisodeMetadata(task="stack", instruction="stack it"), start_ns=T0) as w:
+        w.write_text(INSTRUCTION_TOPIC, "stack the block", T0 + 1)
+        for k in range(6):
+            t = int(T0 + 10 * MS + k * DT)
+            w.write(IMAGE_TOPIC, rgb_to_image_msg(np.full((8, 8, 3), k, np.uint8), t), t)
+        for j in range(30):
+            source = "policy" if j < 10 else "teleop" if j < 20 else "hold"
+            delta = [0.01, 0, 0, 0, 0, 0, 1.0] if source != "hold" else [0, 0, 0, 0, 0, 0, 0.0]
+            w.write_ee_delta(delta, source, int(T0 + 10 * MS + j * 20 * MS))
+        w.close(success=True)
+    s = episode_samples(read_episode(path), n=3, dt_s=0.1)
+    assert s.task == "stack" and s.instructions == ["stack the block"] * 6 and s.frames.shape == (6, 8, 8, 3)
+    assert list(s.sample_sources) == ["policy", "policy", "teleop", "teleop", "hold", "hold"]
+    np.testing.assert_allclose(s.windows.actions[0, :, 0], [0.05, 0.05, 0.05])
+    np.testing.assert_allclose(s.windows.actions[3, :, 0], [0.05, 0.0, 0.0])  # teleop, then held
+    np.testing.assert_array_equal(s.windows.actions[3, :, 6], [1.0, 0.0, 0.0])
