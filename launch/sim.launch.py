@@ -2,9 +2,9 @@
 
     ros2 launch launch/sim.launch.py [config:=launch/config/sim.yaml]
 
-The sim bridge node goes in the node list of launch/config/sim.yaml (`mole_sim_bridge`, registered in
-`mole_ros.stack.NODES`); nothing here needs to change when it lands. Same as
-`mole-vla stack --config launch/config/sim.yaml`.
+The sim bridge node (`mole_sim_bridge`, registered in `mole_ros.stack.NODES`) is in the node list of
+launch/config/sim.yaml. Same as `mole-vla stack --config launch/config/sim.yaml`; `mole-vla demo` runs the same
+nodes in one process and narrates the episodes.
 """
 
 from pathlib import Path

@@ -13,11 +13,12 @@ from mole_inference.errors import MoleError
 COMMANDS = [
     "info",
     "bench",
-    "sim",
     "stack",
+    "demo",
+    "train",
+    "sim",
     "export",
     "build_engine",
-    "train",
 ]
 
 

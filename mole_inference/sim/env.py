@@ -68,6 +68,16 @@ class SimEnv:
     def step(self, action: np.ndarray, render: bool = True) -> tuple[dict[str, Any], bool, dict[str, Any]]:
         """Apply one EE delta for one control tick; done on success or at the episode's step limit."""
         self.controller.step(action)
+        return self._advance(render)
+
+    def step_to(self, position: np.ndarray, rotation: np.ndarray, gripper: float,
+                render: bool = True) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        """Servo one control tick towards an absolute TCP target (base frame, (3,) m and (3, 3) rotation), like
+        the robot's impedance controller following `target_pose`; otherwise the same as `step`."""
+        self.controller.servo_to(np.asarray(position, dtype=float), np.asarray(rotation, dtype=float), gripper)
+        return self._advance(render)
+
+    def _advance(self, render: bool) -> tuple[dict[str, Any], bool, dict[str, Any]]:
         self.steps += 1
         self.success = self.task.success(self.scene.state())
         timeout = self.steps >= self.max_steps

@@ -17,6 +17,7 @@ setup(
             "teleop_node = mole_ros.teleop_node:main",
             "camera_node = mole_ros.camera_node:main",
             "recorder_node = mole_ros.recorder_node:main",
+            "sim_bridge_node = mole_ros.sim_bridge_node:main",
         ],
     },
 )
