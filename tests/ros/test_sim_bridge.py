@@ -26,7 +26,7 @@ from mole_ros import qos  # noqa: E402
 from mole_ros.sim_bridge_node import STATUS_TOPIC, SimBridgeNode  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Float32MultiArray, Float64, String  # noqa: E402
+from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from mole_inference.data import schema  # noqa: E402
@@ -168,6 +168,7 @@ def test_closed_loop_episode_through_the_policy_node(ros, bridge, wait):
     status = ros.subscribe(String, STATUS_TOPIC, qos.RELIABLE)
     routing = ros.subscribe(Float32MultiArray, "/mole/routing", qos.RELIABLE)
     targets = ros.subscribe(PoseStamped, schema.TARGET_POSE_TOPIC, qos.RELIABLE)
+    deltas = ros.subscribe(Float64MultiArray, schema.EE_DELTA_TOPIC, qos.RELIABLE)
     policy = PolicyNode(policy_factory=lambda cfg: load_policy(preset="tiny"), context=ros.context,
                         parameter_overrides=[Parameter("engage_on_start", value=True),
                                              Parameter("gripper", value="topic"),
@@ -187,6 +188,8 @@ def test_closed_loop_episode_through_the_policy_node(ros, bridge, wait):
     assert outcome["task"] == "pick" and outcome["steps"] >= 1 and outcome["commands"] > 20, (outcome, sim.values())
     assert len(routing) >= 1  # the model ran on the sim's frames
     assert len(targets) > 50
-    assert policy.loop.mux.mode.value == "policy"
+    # the policy drove the sim (a loaded CI machine may make the watchdog fall back to hold now and then)
+    driven = [conv.ee_delta_from_msg(m)[1] for _, m in deltas.items]
+    assert driven.count("policy") > 50, {s: driven.count(s) for s in set(driven)}
     assert sim.values()["real_time_factor"] > 0.5
     ros.remove(policy)

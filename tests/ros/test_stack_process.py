@@ -92,7 +92,7 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
         t0 = time.monotonic()
         time.sleep(2.0)
         window = targets.since(t0)
-        assert 90 <= len(window) <= 105, f"{len(window)} targets in 2 s (expected ~100 at 50 Hz)"
+        assert 85 <= len(window) <= 105, f"{len(window)} targets in 2 s (expected ~100 at 50 Hz)"
         assert abs(np.median(np.diff([t for t, _ in window])) - 0.02) < 0.003
         driven = [source_of(m) for _, m in deltas.since(t0)]
         assert driven.count("policy") >= 0.9 * len(driven)
@@ -101,10 +101,10 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
         t_off = time.monotonic()
         assert wait(lambda: any(source_of(m) == "hold" for _, m in deltas.since(t_off)), 2.0)
         t_hold = next(t for t, m in deltas.since(t_off) if source_of(m) == "hold")
-        assert t_hold - t_off < 0.05 + 0.3 + 0.25  # last frame + max_image_age + delivery between processes
-        time.sleep(0.3)
-        held = targets.since(time.monotonic() - 0.2)
-        assert len(held) >= 7, "stopped publishing instead of holding"
+        assert t_hold - t_off < 0.05 + 0.3 + 0.6  # last frame + max_image_age + delivery between processes
+        time.sleep(0.5)
+        held = targets.since(time.monotonic() - 0.5)
+        assert len(held) >= 10, "stopped publishing instead of holding"
         assert all(abs(m.pose.position.x - msgs.HOME[0]) < 1e-9 for _, m in held)
         assert proc.poll() is None
     finally:

@@ -286,6 +286,8 @@ class PolicyNode(LifecycleNode):
         self.loop.set_teleop(delta, self._now())
 
     def _on_chunk(self, chunk: ActionChunk, image_stamp: float) -> None:
+        if not self.context.ok():  # the worker can finish after Ctrl-C shut the context down
+            return
         r = chunk.routing
         self.telemetry.chunk_done(chunk.timings_ms.get("total", float("nan")), r.layers, r.total_layers,
                                   image_stamp, self._now())
