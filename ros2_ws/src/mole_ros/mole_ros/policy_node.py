@@ -53,8 +53,9 @@ PolicyFactory = Callable[["PolicyNodeConfig"], Policy]
 class PolicyNodeConfig:
     """Parameters of `mole_policy` besides the control stack (`control.*`, see ControlConfig)."""
 
-    checkpoint: str = help_field("", "checkpoint folder; '' = <models>/mole-tiny if present, else `preset`")
-    preset: str = help_field("tiny", "model preset with random weights when there is no checkpoint")
+    checkpoint: str = help_field("", "checkpoint folder; '' = `preset` if set, else <models>/mole-tiny if present, "
+                                     "else the tiny preset")
+    preset: str = help_field("", "model preset with random weights (benchmarks, wiring tests); '' = none")
     backend: str = help_field("torch", "inference backend")
     device: str = help_field("cpu", "torch device, e.g. cpu or cuda:0")
     dtype: str = help_field("float32", "float32 | bfloat16 | float16")
@@ -94,17 +95,19 @@ class PolicyNodeConfig:
 
 
 def load_policy_for(cfg: PolicyNodeConfig) -> Policy:
-    """The checkpoint named in `cfg`, else the shipped `mole-tiny`, else `cfg.preset` with random weights."""
+    """The checkpoint named in `cfg`, else `cfg.preset` (random weights) if set, else the shipped `mole-tiny`,
+    else the tiny preset with random weights."""
     from mole_inference.config import models_dir
     from mole_inference.runtime import load_policy
 
     router = cfg.router or None
     shipped = models_dir() / "mole-tiny"
-    checkpoint = cfg.checkpoint or (str(shipped) if shipped.is_dir() else "")
+    checkpoint = cfg.checkpoint or ("" if cfg.preset or not shipped.is_dir() else str(shipped))
     if checkpoint:
         return load_policy(checkpoint=checkpoint, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype,
                            router=router)
-    return load_policy(preset=cfg.preset, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype, router=router)
+    return load_policy(preset=cfg.preset or "tiny", backend=cfg.backend, device=cfg.device, dtype=cfg.dtype,
+                       router=router)
 
 
 class PolicyNode(LifecycleNode):
