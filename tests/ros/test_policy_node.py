@@ -123,7 +123,7 @@ def test_targets_at_rate_from_policy(stack, msgs, wait):
     t0 = time.monotonic()
     time.sleep(2.0)
     targets = out["targets"].since(t0)
-    assert 85 <= len(targets) <= 105, f"{len(targets)} targets in 2 s, expected ~100 at 50 Hz"
+    assert 75 <= len(targets) <= 105, f"{len(targets)} targets in 2 s, expected ~100 at 50 Hz"
     gaps = np.diff([t for t, _ in targets])
     assert abs(np.median(gaps) - PERIOD) < 0.002
     assert all(s == "policy" for _, s in sources(out["deltas"], t0))

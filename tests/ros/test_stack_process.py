@@ -92,7 +92,7 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
         t0 = time.monotonic()
         time.sleep(2.0)
         window = targets.since(t0)
-        assert 85 <= len(window) <= 105, f"{len(window)} targets in 2 s (expected ~100 at 50 Hz)"
+        assert 75 <= len(window) <= 105, f"{len(window)} targets in 2 s (expected ~100 at 50 Hz)"
         assert abs(np.median(np.diff([t for t, _ in window])) - 0.02) < 0.003
         driven = [source_of(m) for _, m in deltas.since(t0)]
         assert driven.count("policy") >= 0.9 * len(driven)
