@@ -1,7 +1,7 @@
 """`mole_policy`: the lifecycle node that turns camera frames + an instruction into FR3 target poses.
 
 configure: read parameters into typed configs once, load the model, create the ControlLoop, publishers,
-subscriptions and services. activate: start the inference thread and the fixed-rate control timer.
+subscriptions and services. activate: start the inference thread and the fixed-rate control thread (control_thread.py).
 deactivate: stop both (output stops, explicitly). cleanup: drop the model.
 
 The teleop mux lives here, inside `mole_inference.control.ControlLoop`, not in a node of its own: the mux needs
@@ -40,6 +40,7 @@ from mole_inference.policy.contract import ActionChunk, Policy
 from mole_inference.policy.processing import MAX_IMAGE_SIDE
 from mole_ros import conversions as conv
 from mole_ros import qos
+from mole_ros.control_thread import ControlThread
 from mole_ros.gripper import GripperOutput, GripperSettings
 from mole_ros.inference_worker import InferenceWorker
 from mole_ros.params import declare_config, help_field, read_config
@@ -126,6 +127,7 @@ class PolicyNode(LifecycleNode):
         self.telemetry: Telemetry | None = None
         self._entities: list = []
         self._timers: list = []
+        self._control: ControlThread | None = None  # the fixed-rate control loop (its own thread)
         self._measured: tuple[Pose, str] | None = None
         self._image_stamp: float | None = None
         self._engage_pending = False
@@ -157,7 +159,6 @@ class PolicyNode(LifecycleNode):
 
     def _create_entities(self, cfg: PolicyNodeConfig) -> None:
         inputs, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
-        self._control_group = MutuallyExclusiveCallbackGroup()  # the timer alone: never queued behind inputs
         pub, sub = self.create_publisher, self.create_subscription
         if cfg.output == "pose":
             self._target_pub = pub(PoseStamped, cfg.target_pose_topic, qos.RELIABLE)
@@ -193,10 +194,9 @@ class PolicyNode(LifecycleNode):
         self.telemetry.control.reset()
         self._active = True
         self.worker.start()
-        self._timers = [
-            self.create_timer(loop.config.scheduler.control_dt, self._on_tick, callback_group=self._control_group),
-            self.create_timer(cfg.diagnostics_period, self._on_diagnostics),
-        ]
+        self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick)
+        self._control.start()
+        self._timers = [self.create_timer(cfg.diagnostics_period, self._on_diagnostics)]
         self._source_pub.publish(String(data=loop.mux.mode.value))
         self.get_logger().info(f"active: {loop.config.scheduler.control_rate_hz:g} Hz, mode {loop.mux.mode.value}")
         return super().on_activate(state)
@@ -220,6 +220,9 @@ class PolicyNode(LifecycleNode):
 
     def _stop_output(self) -> None:
         self._active = False
+        if self._control is not None:
+            self._control.stop()
+            self._control = None
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
