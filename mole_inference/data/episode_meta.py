@@ -16,6 +16,18 @@ from mole_inference.errors import InputError
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
+
+def parse_json_object(text: str, what: str = "message") -> dict:
+    """A JSON object from `text`; InputError naming `what` when it is not valid JSON or not an object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{what} is not valid JSON: {err}; text={text[:80]!r}") from err
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 @dataclass
 class EpisodeMetadata:
     """What a demonstration was: task, instruction, operator, outcome, start/stop time (ns), notes.
@@ -40,12 +52,7 @@ class EpisodeMetadata:
     @classmethod
     def from_json(cls, text: str) -> EpisodeMetadata:
         """Parse JSON written by `to_json`; unknown keys go to `extra`, InputError on malformed JSON."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InputError(f"episode metadata is not valid JSON: {err}; text={text[:80]!r}") from err
-        if not isinstance(raw, dict):
-            raise InputError(f"episode metadata must be a JSON object, got {type(raw).__name__}")
+        raw = parse_json_object(text, "episode metadata")
         known = {f.name for f in dataclasses.fields(cls)}
         extra = dict(raw.pop("extra", None) or {})
         extra.update({k: raw.pop(k) for k in list(raw) if k not in known})

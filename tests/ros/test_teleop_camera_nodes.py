@@ -48,13 +48,16 @@ def test_teleop_deadman_takeover_and_gripper(ros, wait):
         buttons[0] = 1  # deadman pressed -> takeover + motion
         assert wait(lambda: len(deltas) >= 10, 2.0)
         assert wait(lambda: len(calls) == 1, 2.0), "deadman press did not call takeover"
-        d, source = conv.ee_delta_from_msg(deltas.items[-1][1])
-        assert source == "teleop"
-        np.testing.assert_allclose(d, [0.1 * 0.02, 0, 0, 0, 0, 0, 1.0], atol=1e-12)  # full deflection, open
+        recent = [conv.ee_delta_from_msg(m) for _, m in deltas.items[-10:]]
+        assert {source for _, source in recent} == {"teleop"}
+        # full deflection, open (a tick whose twist input went stale in transit sends zero motion instead: safe)
+        full = np.array([0.1 * 0.02, 0, 0, 0, 0, 0, 1.0])
+        assert any(np.allclose(d, full, atol=1e-12) for d, _ in recent), [d for d, _ in recent]
+        assert all(np.allclose(d, full, atol=1e-12) or np.allclose(d[:6], 0.0) for d, _ in recent)
         buttons[1] = 1  # toggle gripper: closed
-        assert wait(lambda: conv.ee_delta_from_msg(deltas.items[-1][1])[0][6] == 0.0, 1.0)
+        assert wait(lambda: conv.ee_delta_from_msg(deltas.items[-1][1])[0][6] == 0.0, 3.0)
         buttons[:] = [0, 0]  # release: one zero-motion delta, then silence
-        assert wait(lambda: np.allclose(conv.ee_delta_from_msg(deltas.items[-1][1])[0][:6], 0.0), 1.0)
+        assert wait(lambda: np.allclose(conv.ee_delta_from_msg(deltas.items[-1][1])[0][:6], 0.0), 3.0)
         time.sleep(0.1)
         n = len(deltas)
         time.sleep(0.3)

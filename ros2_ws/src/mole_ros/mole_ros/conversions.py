@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import array
 import importlib
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -312,14 +311,3 @@ def msg_class(msgtype: str) -> type:
     """'sensor_msgs/msg/Image' -> the rclpy message class (ImportError if the package is missing)."""
     pkg, kind, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-
-
-def parse_json_object(text: str) -> dict[str, Any]:
-    """A JSON object from a String message; InputError otherwise."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err}: {text[:80]!r}") from err
-    if not isinstance(value, dict):
-        raise InputError(f"expected a JSON object, got {type(value).__name__}")
-    return value

@@ -29,7 +29,7 @@ from std_srvs.srv import Trigger
 
 from mole_inference.data import schema
 from mole_inference.data.bag_writer import EpisodeBagWriter
-from mole_inference.data.episode_meta import EpisodeMetadata, new_episode_path
+from mole_inference.data.episode_meta import EpisodeMetadata, new_episode_path, parse_json_object
 from mole_inference.errors import InputError
 from mole_ros import conversions as conv
 from mole_ros import qos
@@ -188,7 +188,7 @@ class RecorderNode(Node):
 
     def _on_command(self, msg: String) -> None:
         try:
-            cmd = conv.parse_json_object(msg.data)
+            cmd = parse_json_object(msg.data, "episode command")
             kind = cmd.get("command")
             if kind == "start":
                 self.start_episode(str(cmd.get("task", "")), str(cmd.get("operator", "")), cmd.get("extra"))
