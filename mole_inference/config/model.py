@@ -63,7 +63,8 @@ class LLMConfig:
     max_text_tokens: int = 32  # instructions are padded/truncated to this: fixed shapes for export
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
-    tokenizer: str | None = None  # local tokenizer folder; byte-level tokenizer when None
+    tokenizer: str | None = None  # local tokenizer folder; the built-in `text_tokenizer` when None
+    text_tokenizer: Literal["byte", "word"] = "byte"  # built-in tokenizer: UTF-8 bytes or hashed words
     weights: str | None = None  # local HF LLaMA folder; random init when None
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class LLMConfig:
                  "max_text_tokens")
         check(self.hidden_size % self.num_heads == 0, "hidden_size", self.hidden_size,
               f"must be divisible by num_heads={self.num_heads}")
+        check(self.text_tokenizer in ("byte", "word"), "text_tokenizer", self.text_tokenizer, "must be byte or word")
         if self.num_kv_heads is not None:
             check(self.num_heads % self.num_kv_heads == 0, "num_kv_heads", self.num_kv_heads,
                   f"must divide num_heads={self.num_heads}")
@@ -144,7 +146,9 @@ class TrainingConfig:
     """
 
     batch_size: int = 64
-    learning_rate: float = 2e-5  # constant
+    learning_rate: float = 2e-5  # peak (constant after warmup unless lr_schedule is cosine)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 10 % of the peak at max_steps
+    warmup_steps: int = 0  # linear warmup from 0
     diffusion_repeats: int = 8  # repeated diffusion steps per sample
     ema_decay: float = 0.999
     lambda_cog_kl: float = 0.5  # lambda_1, Eq. 17
@@ -175,6 +179,8 @@ class TrainingConfig:
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
         for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule, "must be constant or cosine")
         check(0.0 < self.crop_scale <= 1.0, "crop_scale", self.crop_scale, "must be in (0, 1]")
         unknown = sorted(set(self.source_weights) - {"policy", "teleop", "hold"})
         check(not unknown, "source_weights", self.source_weights, "keys must be policy, teleop, hold")

@@ -29,7 +29,7 @@ class StagedPolicy(Policy):
 
     def __init__(self, cfg: ModelConfig, stats: ActionStats, k: int) -> None:
         self.cfg, self.stats, self.k = cfg, stats, k
-        self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size)
+        self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size, cfg.llm.text_tokenizer)
         self.scheduler = DDIMScheduler(cfg.action_head)
         self.action_dt = cfg.action_dt
         self.chunk_size = cfg.action_head.chunk_size

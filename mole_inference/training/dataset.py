@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from mole_inference.config.model import ModelConfig
 from mole_inference.errors import InputError
 from mole_inference.model.action_stats import ActionStats
-from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
+from mole_inference.model.tokenizer import check_lengths, load_tokenizer, tokenize_batch
 from mole_inference.policy.processing import resize_image
 from mole_inference.training.windows import EpisodeSamples, episode_samples
 
@@ -113,16 +113,19 @@ def augment(image: np.ndarray, rng: np.random.Generator, crop_scale: float, jitt
 
 
 class BagDataset(Dataset):
-    """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A)."""
+    """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A),
+    action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss)."""
 
     def __init__(self, table: SampleTable, cfg: ModelConfig, stats: ActionStats | None = None,
                  augment_images: bool = True) -> None:
         self.table, self.cfg = table, cfg
         self.stats = stats or table.action_stats()
         self.augment_images = augment_images
-        tok = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size)
+        tok = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size, cfg.llm.text_tokenizer)
+        check_lengths(tok, table.instructions, cfg.llm.max_text_tokens)
         self.ids, self.text_mask = tokenize_batch(tok, table.instructions, cfg.llm.max_text_tokens)  # (I, T)
         self.actions = torch.from_numpy(self.stats.normalize(table.actions).astype(np.float32))  # (F, C, A)
+        self.action_mask = torch.from_numpy(table.action_mask)  # (F, C)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -136,7 +139,7 @@ class BagDataset(Dataset):
         pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0  # (3, S, S)
         instr = int(self.table.instruction_id[i])
         return {"pixels": pixels, "ids": self.ids[instr], "text_mask": self.text_mask[instr],
-                "actions": self.actions[i]}
+                "actions": self.actions[i], "action_mask": self.action_mask[i]}
 
     def sample_weights(self) -> np.ndarray:
         """Draw probabilities (F,): source weight, divided by the task's total when `task_balance`."""

@@ -32,13 +32,17 @@ import torch.nn.functional as F
 from mole_inference.errors import ConfigError
 
 
-def task_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def task_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L_task (Eq. 6): mean squared error between predicted and true noise over all repeated samples.
 
     Callers repeat each sample `diffusion_repeats` times with independent (t, eps) before the head, so the
-    mean is the expectation over eps and the denoising step i.
+    mean is the expectation over eps and the denoising step i. `mask` (B*R, C) marks the chunk steps that are
+    recorded actions; padding past an episode's end (invented zero motion) is left out of the mean.
     """
-    return F.mse_loss(eps_pred, eps)  # () over (B * R, C, A)
+    if mask is None:
+        return F.mse_loss(eps_pred, eps)  # () over (B * R, C, A)
+    w = mask.to(eps_pred.dtype)[..., None].expand_as(eps_pred)  # (B * R, C, A)
+    return ((eps_pred - eps) ** 2 * w).sum() / w.sum().clamp_min(1.0)
 
 
 def load_balance_eq3(selected: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -74,8 +74,12 @@ class MoLeObjective(nn.Module):
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
                 noise: torch.Tensor, timesteps: torch.Tensor, drop: torch.Tensor,
-                teacher_hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...)."""
+                teacher_hidden: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...).
+
+        `action_mask` (B, C): chunk steps that are recorded actions (False: padding past the episode's end).
+        """
         t = self.cfg.training
         model = self.student
         hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
@@ -85,7 +89,8 @@ class MoLeObjective(nn.Module):
         null = model.action_head.null_condition.to(cond.dtype).expand_as(cond)
         cond = torch.where(drop[:, None], null, cond)  # classifier-free guidance dropout
         x_t = model.scheduler.q_sample(actions.repeat_interleave(r, dim=0), timesteps, noise)  # (B*R, C, A)
-        parts = {"task": task_loss(model.action_head(x_t, timesteps, cond), noise)}
+        mask = action_mask.repeat_interleave(r, dim=0) if action_mask is not None else None  # (B*R, C)
+        parts = {"task": task_loss(model.action_head(x_t, timesteps, cond), noise, mask)}
         selected = gate.detach()  # exactly the 0/1 top-k mask in value
         parts["lb_eq3"] = load_balance_eq3(selected)
         parts["lb"] = load_balance_surrogate(router.probs, selected, t.load_balance)

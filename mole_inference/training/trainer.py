@@ -1,7 +1,7 @@
 """`Trainer`: STAR + CogKD fine-tuning of MoLe-VLA on episode bags (one process, or every rank of torchrun).
 
 One step: the EMA teacher runs every layer on the batch (no gradients); the student runs its router's top-k
-layers (straight-through gate); Eq. 18 is minimized with AdamW at a constant learning rate; the teacher then
+layers (straight-through gate); Eq. 18 is minimized with AdamW (warmup, then a constant or cosine learning rate); the teacher then
 follows the student by EMA. Every random draw depends only on (seed, step, rank), so `resume` continues
 exactly where a checkpoint left off.
 """
@@ -9,6 +9,7 @@ exactly where a checkpoint left off.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mole_inference.config.model import ModelConfig
+from mole_inference.config.model import ModelConfig, TrainingConfig
 from mole_inference.errors import CheckpointError, ConfigError
 from mole_inference.model.action_stats import ActionStats
 from mole_inference.model.checkpoint import STATS, save_checkpoint
@@ -145,8 +146,10 @@ class Trainer:
         noise, timesteps, drop = draw_diffusion(b["pixels"].shape[0], self.cfg, gen, dev)
         self.student.train()
         parts = self.module(b["pixels"], b["ids"], b["text_mask"], b["actions"], noise, timesteps, drop,
-                            teacher_hidden)
+                            teacher_hidden, b.get("action_mask"))
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(t, self.step)
         parts["loss"].backward()
         if t.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], t.grad_clip)
@@ -226,6 +229,20 @@ class Trainer:
             mark_latest(self.out, path, self.cfg.training.keep_checkpoints)
         barrier(self.ctx)
         return path
+
+
+def learning_rate(t: TrainingConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warmup, then constant or cosine to 10 %.
+
+    A pure function of the step, so a resumed run continues on the same curve.
+    """
+    if step < t.warmup_steps:
+        return t.learning_rate * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.learning_rate
+    span = max(1, t.max_steps - t.warmup_steps)
+    progress = min(1.0, (step - t.warmup_steps) / span)
+    return t.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _cpu_shadow(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> MoLeVLA:

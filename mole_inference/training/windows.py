@@ -10,7 +10,11 @@ Windows. For a frame logged at t_f, let a be the log time of the first delta at 
 the deltas with log time in [a - tick/2 + j * dt, a - tick/2 + (j + 1) * dt) (tick = median tick period),
 so ticks that land near a window edge because of logging jitter are not split unpredictably: at 50 Hz each
 window holds 5 ticks, at 10 Hz exactly one. A window with no tick (the episode ended, or a gap) is "hold":
-zero motion, the previous gripper value, `mask` False. A window's source is the majority source of its ticks
+zero motion, the previous gripper value, `mask` False. So is the episode's trailing window when it holds fewer
+ticks than a full window (dt / tick): its summed motion covers only part of `action_dt`, and training on it
+would teach the model to slow down before the episode's end (at 50 Hz, 1-4 of 5 ticks gave 5-12 mm steps where
+a full window moves ~28 mm). Windows followed by a later tick are complete whatever their count (logging
+jitter). A window's source is the majority source of its ticks
 (ties: teleop, then policy, then hold); a sample's source is that of its first window.
 """
 
@@ -63,6 +67,7 @@ def resample_windows(delta_t_ns: np.ndarray, deltas: np.ndarray, delta_sources: 
         log.warning("deltas are logged every %.3f s, slower than action_dt %.3f s: windows will have gaps",
                     tick / 1e9, dt_ns / 1e9)
     half = min(tick, dt_ns) // 2
+    full = max(1, round(dt_ns / tick)) if tick > 0 else 1  # ticks in a complete window
     src_codes = np.array([SOURCES.index(s) if s in SOURCES else 2 for s in delta_sources], dtype=np.int64)
     for i, t_f in enumerate(frame_t_ns):
         i0 = int(np.searchsorted(delta_t_ns, t_f, side="left"))
@@ -77,7 +82,7 @@ def resample_windows(delta_t_ns: np.ndarray, deltas: np.ndarray, delta_sources: 
                 if hi > lo:
                     actions[i, j, :-1] = deltas[lo:hi, :-1].sum(axis=0)
                     gripper = float(deltas[hi - 1, -1])
-                    mask[i, j] = True
+                    mask[i, j] = hi < k or hi - lo >= full  # a trailing partial window is not a full action
                     votes = np.bincount(src_codes[lo:hi], minlength=len(SOURCES))
                     sources[i, j] = SOURCES[int(np.argmax(votes))]
                 actions[i, j, -1] = gripper

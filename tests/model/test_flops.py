@@ -23,8 +23,9 @@ def test_analytic_flops_match_the_flop_counter():
     # The counter does not see CPU SDPA kernels; eager attention is plain matmuls it does count.
     for hf_config in (model.vision.dinov2.config, model.vision.siglip.config, model.llm.layers[0].self_attn.config):
         hf_config._attn_implementation = "eager"
-    pixels, ids = torch.rand(1, 3, 112, 112), torch.randint(4, 200, (1, 32))
-    mask = torch.ones(1, 32, dtype=torch.bool)
+    t = cfg.llm.max_text_tokens
+    pixels, ids = torch.rand(1, 3, 112, 112), torch.randint(4, 200, (1, t))
+    mask = torch.ones(1, t, dtype=torch.bool)
     f = stage_flops(cfg)
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:

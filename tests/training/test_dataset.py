@@ -22,6 +22,10 @@ def test_items_shapes_and_normalization(bag_root, micro_cfg):
     np.testing.assert_allclose([ds.stats.q01[0], ds.stats.q99[0]], [-0.005, 0.005])
     assert not ds.stats.mask[6] and set(np.unique(ds.actions[..., 6].numpy())) <= {0.0, 1.0}
     torch.testing.assert_close(ds[(5, 1)], ds[(5, 1)])  # an item is a pure function of (index, seed)
+    # 10 frames of 0.1 s: the last frame's chunk has one recorded action, the rest is padding the loss skips
+    assert item["action_mask"].shape == (c,) and item["action_mask"].dtype == torch.bool
+    last = ds[(9, None)]["action_mask"]
+    assert last[0] and not last[1:].any()
 
 
 def test_hold_samples_filtered_and_teleop_kept(tmp_path, micro_cfg, episode_writer):

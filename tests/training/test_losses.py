@@ -25,6 +25,17 @@ def test_task_loss_is_noise_mse():  # Eq. 6
     assert task_loss(pred, torch.zeros(2, 2)).item() == pytest.approx(7.5)
 
 
+def test_task_loss_leaves_padded_chunk_steps_out():  # Eq. 6 over recorded actions only
+    eps = torch.zeros(2, 3, 2)
+    pred = torch.zeros(2, 3, 2)
+    pred[:, 2] = 10.0  # wrong only on the last chunk step, which is padding in both samples
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert task_loss(pred, eps, mask).item() == 0.0
+    assert task_loss(pred, eps).item() == pytest.approx(100.0 / 3)
+    mask[1, 2] = True  # one real step with error 10 in both dims: 2 * 100 over 5 steps * 2 dims
+    assert task_loss(pred, eps, mask).item() == pytest.approx(200.0 / 10)
+
+
 def test_load_balance_eq3_counts_layers_used_and_has_no_gradient():  # Eq. 3 as printed
     sel = torch.tensor([[1.0, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], requires_grad=True)
     out = load_balance_eq3(sel)

@@ -101,3 +101,14 @@ def test_cli_train(bag_root, micro_cfg, tmp_path, capsys):
     assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "3",
                  "--seed", "1", "--resume", "--no-progress"]) == 0
     assert "trained to step 3 (1 steps" in capsys.readouterr().out
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_ten_percent(micro_cfg):
+    from mole_inference.training.trainer import learning_rate
+
+    t = micro_cfg(learning_rate=1e-3, warmup_steps=10, lr_schedule="cosine", max_steps=110).training
+    assert learning_rate(t, 0) == pytest.approx(1e-4) and learning_rate(t, 9) == pytest.approx(1e-3)
+    assert learning_rate(t, 60) == pytest.approx(0.55e-3)  # half way through the cosine
+    assert learning_rate(t, 110) == pytest.approx(1e-4) and learning_rate(t, 500) == pytest.approx(1e-4)
+    const = micro_cfg(learning_rate=1e-3, warmup_steps=0, lr_schedule="constant").training
+    assert learning_rate(const, 0) == learning_rate(const, 10_000) == 1e-3

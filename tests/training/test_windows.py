@@ -62,6 +62,17 @@ def test_past_the_end_is_hold_with_last_gripper():
     assert not after.mask.any() and (after.actions[0, :, 6] == 9).all()
 
 
+def test_trailing_partial_window_is_masked_but_inner_short_windows_are_not():
+    """12 ticks at 50 Hz: windows of 5, 5 and a trailing 2 (only 40 % of an action_dt of motion)."""
+    t = ticks(12, 20)
+    w = resample_windows(t, deltas_for(12), np.full(12, "policy"), t[[0]], 4, DT)
+    np.testing.assert_array_equal(w.mask[0], [True, True, False, False])
+    assert w.actions[0, 2, 0] == pytest.approx(10 + 11)  # still summed (the gripper carries on), just not a target
+    jittered = ticks(100, 20, jitter_ms=9.0, seed=3)  # inner windows may hold 4 or 6 ticks: complete all the same
+    w = resample_windows(jittered, deltas_for(100), np.full(100, "policy"), jittered[[0, 40]], 8, DT)
+    assert w.mask.all()
+
+
 def test_window_source_is_the_majority_of_its_ticks():
     t = ticks(10, 20)
     src = np.array(["policy"] * 3 + ["teleop"] * 2 + ["hold"] * 2 + ["teleop"] * 3)
