@@ -1,9 +1,9 @@
 """`Trainer`: STAR + CogKD fine-tuning of MoLe-VLA on episode bags (one process, or every rank of torchrun).
 
 One step: the EMA teacher runs every layer on the batch (no gradients); the student runs its router's top-k
-layers (straight-through gate); Eq. 18 is minimized with AdamW (warmup, then a constant or cosine learning rate); the teacher then
-follows the student by EMA. Every random draw depends only on (seed, step, rank), so `resume` continues
-exactly where a checkpoint left off.
+layers (straight-through gate); Eq. 18 is minimized with AdamW (warmup, then a constant or cosine learning
+rate); the teacher then follows the student by EMA. Every random draw depends only on (seed, step, rank), so
+`resume` continues exactly where a checkpoint left off.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_cut_instruction_is_an_error_in_training_and_a_warning_at_inference(capl
     with pytest.raises(InputError, match="max_text_tokens"):
         check_lengths(ByteTokenizer(), [text], 32)
     ids, mask = tokenize_batch(ByteTokenizer(), [text], 32)
-    assert mask.all() and "instruction" in caplog.text
+    assert mask.all() and ids.shape == (1, 32) and "instruction" in caplog.text
 
 
 def test_unknown_builtin_is_a_config_error():
