@@ -34,8 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="first layout seed (retries use the next ones)")
     r.add_argument("--control-hz", type=float, default=50.0, help="pose / delta rate (the robot's controller)")
     r.add_argument("--image-hz", type=float, default=10.0, help="wrist camera rate; must divide --control-hz")
-    r.add_argument("--noise", type=float, default=0.001, help="expert translation noise std per tick (m)")
-    r.add_argument("--noise-rot", type=float, default=0.005, help="expert rotation noise std per tick (rad)")
+    r.add_argument("--noise", type=float, default=0.002, help="expert translation noise std per tick (m)")
+    r.add_argument("--noise-rot", type=float, default=0.01, help="expert rotation noise std per tick (rad)")
+    r.add_argument("--dart", action=argparse.BooleanOptionalAction, default=True,
+                   help="record the expert's clean action while executing the noisy one (default on)")
+    r.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m (0: home)")
+    r.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
     r.add_argument("--keep-failures", action="store_true", help="keep failed episodes too (metadata success=false)")
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
@@ -46,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint folder")
     src.add_argument("--preset", help="a preset with random weights (wiring checks)")
+    src.add_argument("--expert", action="store_true",
+                     help="the scripted expert through the same chunk/safety path (the action interface's ceiling)")
     e.add_argument("--router", choices=ROUTERS, help="swap the router (ablations); default: the checkpoint's")
     e.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
     e.add_argument("--episodes", type=int, default=10, help="episodes per task")
@@ -73,7 +79,8 @@ def run_record(args: argparse.Namespace) -> int:
     if not args.verbose:  # one INFO line per bag opened/closed would bury the progress bar
         logging.getLogger("mole_inference.data.bag_writer").setLevel(logging.WARNING)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, control_hz=args.control_hz,
-                     image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot,
+                     image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
+                     start_offset=args.start_offset, start_yaw=args.start_yaw,
                      keep_failures=args.keep_failures, storage=args.storage,
                      binarize_gripper=args.binarize_gripper)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
@@ -106,7 +113,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router)
+    if args.expert:
+        from mole_inference.sim.expert_policy import ExpertPolicy
+
+        policy = ExpertPolicy()
+    else:
+        policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router)
     load_s = time.perf_counter() - t0
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(outcome: EpisodeOutcome) -> None:
@@ -115,7 +127,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
         report = evaluate(policy, cfg, on_episode)
     router = args.router or getattr(getattr(getattr(policy, "cfg", None), "router", None), "type", None)
-    data = report.to_dict(checkpoint=args.checkpoint, preset=args.preset, router=router, device=args.device,
+    data = report.to_dict(checkpoint=args.checkpoint, preset=args.preset, expert=args.expert, router=router,
+                          device=args.device,
                           load_s=round(load_s, 2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")

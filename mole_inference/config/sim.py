@@ -19,6 +19,8 @@ class SimConfig:
     max_seconds: float | None = None  # episode limit override; None uses the task's own
     expert_noise_trans: float = 0.0  # m, std of noise on the expert's translation deltas
     expert_noise_rot: float = 0.0  # rad, std of noise on the expert's rotation deltas
+    start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
+    start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
 
     def __post_init__(self) -> None:
         positive(self, "control_dt", "physics_dt", "image_size")
@@ -29,4 +31,6 @@ class SimConfig:
         check(not unknown, "cameras", self.cameras, "each camera must be 'wrist' or 'front'")
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", self.max_seconds, "must be > 0")
         check(self.expert_noise_trans >= 0, "expert_noise_trans", self.expert_noise_trans, "must be >= 0")
+        check(0.0 <= self.start_offset <= 0.1, "start_offset", self.start_offset, "must be in [0, 0.1] m")
+        check(0.0 <= self.start_yaw <= 0.8, "start_yaw", self.start_yaw, "must be in [0, 0.8] rad")
         check(self.expert_noise_rot >= 0, "expert_noise_rot", self.expert_noise_rot, "must be >= 0")

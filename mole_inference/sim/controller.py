@@ -112,9 +112,13 @@ class EEDeltaController:
         self.home_q = self.ik.solve(SEED_QPOS, HOME_POS, HOME_ROT)
         self._target: tuple[np.ndarray, np.ndarray] | None = None
 
-    def reset(self, gripper: float = GRIPPER_OPEN) -> None:
-        """Put the arm at the home pose (TCP above the table, pointing down), at rest."""
-        self.scene.set_robot(self.home_q, gripper)
+    def reset(self, gripper: float = GRIPPER_OPEN, pos: np.ndarray | None = None,
+              rot: np.ndarray | None = None) -> None:
+        """Put the arm at rest at the home pose (TCP above the table, pointing down), or at `pos`/`rot` (IK)."""
+        q = self.home_q
+        if pos is not None or rot is not None:
+            q = self.ik.solve(self.home_q, HOME_POS if pos is None else pos, HOME_ROT if rot is None else rot)
+        self.scene.set_robot(q, gripper)
         self.scene.forward()
         self._target = self.scene.ee_matrix()
 

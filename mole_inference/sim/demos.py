@@ -2,8 +2,11 @@
 
 Each bag holds what the robot stack records during a teleoperated episode, on the same topics and types
 (`mole_inference.data.schema`): the wrist image (rgb8) at `image_hz`, the instruction once, the measured and the
-commanded target pose and the 7-DoF delta actually sent every control tick, the gripper command (width in m) when
-it changes, the active source, and the episode metadata. The expert stands in for a teleoperator, so deltas carry
+commanded target pose and the 7-DoF delta every control tick (with `dart`, the default, the expert's clean
+action is recorded as the delta while a noisy one is executed: the labels are corrections, not noise), the
+gripper command (width in m) when it changes, the active source, and the episode metadata. Episodes start from
+a random TCP pose around home (`start_offset`, `start_yaw`), so the first frames, where the instruction's colour
+decides where to go, come in many views. The expert stands in for a teleoperator, so deltas carry
 source "teleop" and the operator is "scripted_expert"; `extra.sim` marks the bag as simulated.
 
 The gripper value is binarized (0 closed / 1 open) as the robot's safety envelope does before sending.
@@ -60,8 +63,11 @@ class DemoConfig:
     seed: int = 0  # first episode seed; retries and further episodes use seed + 1, seed + 2, ...
     control_hz: float = 50.0  # rate of poses and deltas (the robot's controller rate)
     image_hz: float = 10.0  # wrist camera rate; must divide control_hz
-    noise_trans: float = 0.001  # m, std of the expert's translation noise per control tick
-    noise_rot: float = 0.005  # rad, std of the expert's rotation noise per control tick
+    noise_trans: float = 0.002  # m, std of the expert's translation noise per control tick
+    noise_rot: float = 0.01  # rad, std of the expert's rotation noise per control tick
+    dart: bool = True  # record the expert's clean action as the delta while executing the noisy one (DART)
+    start_offset: float = 0.06  # m: random start TCP around home (SimConfig.start_offset); 0 starts at home
+    start_yaw: float = 0.3  # rad: random start yaw (SimConfig.start_yaw)
     keep_failures: bool = False
     max_attempts: int = 3  # tries per requested episode before giving up on a task
     storage: str = "mcap"
@@ -164,7 +170,8 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig) -> Episod
                            notes="scripted expert in the MuJoCo FR3 sim (stands in for teleoperation)",
                            extra={"sim": True, "seed": seed, "control_hz": config.control_hz,
                                   "image_hz": config.image_hz, "noise_trans": config.noise_trans,
-                                  "noise_rot": config.noise_rot})
+                                  "noise_rot": config.noise_rot, "dart": config.dart,
+                                  "start_offset": config.start_offset, "start_yaw": config.start_yaw})
     path = new_episode_path(out, env.task.name, t0)
     float64 = default_typestore().types[FLOAT64_TYPE]
     ticks = images = 0
@@ -183,11 +190,12 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig) -> Episod
                 writer.write(IMAGE_TOPIC, rgb_to_image_msg(env.render("wrist"), t, CAMERA_FRAME), t)
                 images += 1
             action = expert.act(env.state())
+            label = expert.last_clean.copy() if config.dart else action.copy()
             if config.binarize_gripper:  # what the robot's safety envelope sends (gripper_binarize)
-                action[6] = GRIPPER_OPEN if action[6] >= 0.5 else GRIPPER_CLOSED
+                action[6] = label[6] = GRIPPER_OPEN if action[6] >= 0.5 else GRIPPER_CLOSED
             target_pos, target_rot = env.controller.target_from_delta(action)
             writer.write(TARGET_POSE_TOPIC, pose_msg(target_pos, matrix_to_quat(target_rot), t), t)
-            writer.write_ee_delta(action, SOURCE, t)
+            writer.write_ee_delta(label, SOURCE, t)
             width = gripper_command_to_width(action[6])
             if width != last_gripper:  # like a gripper action client: a new goal only when the command changes
                 writer.write(GRIPPER_COMMAND_TOPIC, float64(data=width), t)
@@ -224,7 +232,8 @@ def record_demos(out: str | Path, config: DemoConfig,
         task_dir = out / task
         task_dir.mkdir(parents=True, exist_ok=True)
         env = make_env(task, seed=config.seed, control_dt=config.control_dt, image_size=config.image_size,
-                       cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot)
+                       cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot,
+                       start_offset=config.start_offset, start_yaw=config.start_yaw)
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from mole_inference.config.sim import SimConfig
-from mole_inference.sim.controller import GRIPPER_OPEN, EEDeltaController
-from mole_inference.sim.expert import ScriptedExpert
+from mole_inference.sim.controller import GRIPPER_OPEN, HOME_POS, EEDeltaController
+from mole_inference.sim.expert import ScriptedExpert, down_rot
 from mole_inference.sim.scene import FR3Scene, SceneState
 from mole_inference.sim.tasks import make_task
 
@@ -59,11 +59,20 @@ class SimEnv:
         instruction = self.task.reset(self.rng)
         for name, p in self.task.layout.items():
             self.scene.place_object(name, p.x, p.y, p.yaw)
-        self.controller.reset(GRIPPER_OPEN)
+        self.controller.reset(GRIPPER_OPEN, *self._start_pose())
         self.steps = 0
         self.success = False
         log.debug("reset %s: %r", self.task.name, instruction)
         return self.observe(render)
+
+    def _start_pose(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Random start pose drawn after the layout (a seed's layout does not depend on it); None: home."""
+        c = self.config
+        if c.start_offset <= 0 and c.start_yaw <= 0:
+            return None, None
+        box = np.array([c.start_offset, c.start_offset, c.start_offset / 2])
+        pos = HOME_POS + self.rng.uniform(-box, box)
+        return pos, down_rot(float(self.rng.uniform(-c.start_yaw, c.start_yaw)))
 
     def step(self, action: np.ndarray, render: bool = True) -> tuple[dict[str, Any], bool, dict[str, Any]]:
         """Apply one EE delta for one control tick; done on success or at the episode's step limit."""

@@ -134,14 +134,18 @@ class EvalReport:
 
 
 def safety_envelope(action_dt: float) -> Any:
-    """The robot's SafetyEnvelope with per-tick limits scaled from the robot's 50 Hz defaults to `action_dt`."""
+    """The robot's SafetyEnvelope with per-tick limits scaled from the robot's 50 Hz defaults to `action_dt`.
+
+    Deltas integrate onto the previous target (leashed to the measured pose), as on the robot and as the
+    demonstrations were recorded; integrating from the measured pose loses the servo lag every step.
+    """
     from mole_inference.config.control import SafetyConfig
     from mole_inference.control.safety import SafetyEnvelope
 
     step, rot = MAX_SPEED * action_dt, min(MAX_ANGULAR_SPEED * action_dt, 3.0)
     return SafetyEnvelope(SafetyConfig(max_step_translation=step, max_step_rotation=rot,
                                        max_target_distance=max(0.03, 1.5 * step),
-                                       max_target_angle=min(max(0.2, 1.5 * rot), 3.0)))
+                                       max_target_angle=min(max(0.2, 1.5 * rot), 3.0), integrate_from="target"))
 
 
 def command_to_env_delta(env: Any, command: Any, gripper: float) -> np.ndarray:
@@ -210,6 +214,8 @@ def evaluate(policy: Policy, config: EvalConfig,
     for task_index, task in enumerate(config.tasks):
         overrides = {"max_seconds": config.max_seconds} if config.max_seconds is not None else {}
         with make_env(task, seed=config.seed, control_dt=policy.action_dt, cameras=("wrist",), **overrides) as env:
+            if hasattr(policy, "env"):  # the scripted expert (sim eval --expert) reads the sim's state
+                policy.env = env
             for j in range(config.episodes):
                 outcome = run_episode(env, policy, config, task_index, j, keep_frames=j < config.video_episodes)
                 report.episodes.append(outcome)

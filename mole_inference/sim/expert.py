@@ -1,7 +1,9 @@
 """Scripted expert: reads privileged state, plans TCP waypoints per task, and emits EE deltas each tick.
 
 The plan is a generator of waypoints re-evaluated every tick against the current state (closed loop), so
-injected action noise gets corrected and the recorded demonstrations contain recoveries.
+injected action noise gets corrected and the recorded demonstrations contain recoveries. `last_clean` is the
+action before the noise: DART (Laskey et al. 2017) executes the noisy action and records the clean one, so the
+labels are the expert's corrections rather than the noise itself.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class ScriptedExpert:
         self._state: SceneState | None = None
         self._plan: Iterator[Waypoint] | None = None
         self._last: Waypoint | None = None
+        self.last_clean: np.ndarray | None = None  # the last action before noise (DART's label)
 
     def reset(self) -> None:
         """Start a new plan for the task's current episode (call after `task.reset`)."""
@@ -91,8 +94,9 @@ class ScriptedExpert:
         gain = min(1.0, self.control_dt / RESPONSE_TIME)
         step = gain * (wp.pos - state.ee_pos)
         step *= min(1.0, MAX_SPEED * self.control_dt / max(np.linalg.norm(step), 1e-9))
-        rotvec = gain * matrix_to_rotvec(_down_rot(wp.yaw) @ state.ee_rot.T)
+        rotvec = gain * matrix_to_rotvec(down_rot(wp.yaw) @ state.ee_rot.T)
         rotvec *= min(1.0, MAX_ANGULAR_SPEED * self.control_dt / max(np.linalg.norm(rotvec), 1e-9))
+        self.last_clean = np.concatenate([step, matrix_to_rpy(rotvec_to_matrix(rotvec)), [wp.gripper]])
         if self.noise_trans > 0:
             step = step + self.rng.normal(0.0, self.noise_trans, 3)
         if self.noise_rot > 0:
@@ -186,7 +190,7 @@ class ScriptedExpert:
             yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_OPEN, tol=0.01)
 
 
-def _down_rot(yaw: float) -> np.ndarray:
+def down_rot(yaw: float) -> np.ndarray:
     """EE rotation pointing down with the given yaw about the base z axis."""
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ HOME_ROT

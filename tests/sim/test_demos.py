@@ -69,13 +69,31 @@ def test_counts_timestamps_and_metadata(touch_demo):
     assert meta.start_ns == t0 and meta.stop_ns == t0 + n * 20_000_000
 
 
-def test_deltas_sum_to_the_ee_displacement(touch_demo):
+def test_deltas_are_clean_labels_of_a_noisy_execution_from_a_random_start(touch_demo):
+    """DART: consecutive targets move by the executed (noisy) deltas; the recorded labels are the expert's clean
+    actions, which differ from them by about the injected noise and still sum to roughly the displacement."""
     from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.controller import HOME_POS
 
-    _, result, _ = touch_demo
+    cfg, result, _ = touch_demo
     ep = read_episode(result.path, decode_images=False)
-    moved = ep.measured_poses.position[-1] - ep.measured_poses.position[0]
+    start = ep.measured_poses.position[0]
+    assert np.linalg.norm(start - HOME_POS) > 1e-3 and np.all(np.abs(start - HOME_POS) <= cfg.start_offset + 1e-3)
+    moved = ep.measured_poses.position[-1] - start
     assert np.linalg.norm(moved) > 0.05
+    steps = np.diff(ep.target_poses.position, axis=0)
+    gap = np.linalg.norm(steps - ep.deltas[1:, :3], axis=1)  # label - executed = -noise, |noise| ~ 1.6 sigma
+    assert 0.5 * cfg.noise_trans < np.median(gap) < 3 * cfg.noise_trans
+    np.testing.assert_allclose(ep.deltas[:, :3].sum(axis=0), moved, atol=0.03)
+
+
+def test_without_dart_deltas_are_what_was_executed(tmp_path):
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import DemoConfig, record_demos
+
+    cfg = DemoConfig(tasks=("touch",), episodes=1, seed=3, dart=False, start_offset=0.0, start_yaw=0.0)
+    ep = read_episode(record_demos(tmp_path, cfg).results[-1].path, decode_images=False)
+    moved = ep.measured_poses.position[-1] - ep.measured_poses.position[0]
     np.testing.assert_allclose(ep.deltas[:, :3].sum(axis=0), moved, atol=5e-3)
     # Targets are the reference plus the delta: consecutive targets differ by the deltas while tracking.
     steps = np.diff(ep.target_poses.position, axis=0)

@@ -40,3 +40,21 @@ def test_episode_times_out_at_the_step_limit():
             _, done, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]), render=False)
             steps += 1
         assert steps == env.max_steps == 3 and info["timeout"] and not info["success"]
+
+
+def test_random_start_pose_is_seeded_bounded_and_leaves_the_layout_alone():
+    from mole_inference.control.transforms import matrix_to_rpy
+    from mole_inference.sim.controller import HOME_POS
+    from mole_inference.sim.env import make_env
+
+    with make_env("touch", start_offset=0.05, start_yaw=0.3) as env, make_env("touch") as home_env:
+        a = env.reset(5, render=False)["ee_pose"][:3]
+        layout = dict(env.task.layout)
+        b = env.reset(5, render=False)["ee_pose"][:3]
+        np.testing.assert_allclose(a, b, atol=1e-9)  # same seed, same start
+        assert np.linalg.norm(a - HOME_POS) > 2e-3 and np.all(np.abs(a - HOME_POS) <= [0.051, 0.051, 0.026])
+        yaw = matrix_to_rpy(env.scene.ee_matrix()[1] @ np.diag([1.0, -1.0, -1.0]).T)[2]
+        assert abs(yaw) <= 0.31
+        home_env.reset(5, render=False)
+        assert home_env.task.layout == layout  # the start pose is drawn after the layout
+        np.testing.assert_allclose(home_env.observe(False)["ee_pose"][:3], HOME_POS, atol=2e-3)

@@ -95,3 +95,27 @@ def test_expert_through_the_eval_loop_succeeds(task, ensemble):
     with make_env(task, control_dt=0.1, cameras=("wrist",)) as env:
         outcome = run_episode(env, ExpertPolicy(env), EvalConfig(tasks=(task,), ensemble=ensemble), 0, 0)
     assert outcome.success and outcome.layers_run[0] == 2
+
+
+def test_expert_through_the_policy_path_solves_every_task(tmp_path):
+    """Ladder rung 1: the scripted expert as a Policy (chunk -> scheduler -> safety envelope -> sim) succeeds, so
+    the action interface can do the tasks; a model that fails them fails on its own account."""
+    from mole_inference.cli import main
+    from mole_inference.sim.tasks import TASKS
+
+    out = tmp_path / "expert"
+    assert main(["sim", "eval", "--expert", "--episodes", "2", "--seed", "31", "--video-episodes", "0",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["expert"] is True and set(report["per_task"]) == set(TASKS)
+    assert all(row["successes"] == 2 for row in report["per_task"].values()), report["per_task"]
+    # The envelope clamps a minority of steps: the expert's speed limit equals the robot's default step limit.
+    steps = sum(e["steps"] for e in report["episodes"])
+    assert sum(e["clamped_steps"] for e in report["episodes"]) < 0.5 * steps
+
+
+def test_expert_policy_needs_an_env():
+    from mole_inference.sim.expert_policy import ExpertPolicy
+
+    with pytest.raises(RuntimeError, match="env"):
+        ExpertPolicy().infer(np.zeros((8, 8, 3), np.uint8), "touch the red cube")
