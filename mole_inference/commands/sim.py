@@ -23,7 +23,7 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `sim record-demos` and `sim eval`."""
+    """Add `sim record-demos`, `sim eval` and `sim probe`."""
     s = sub.add_parser("sim", help="MuJoCo FR3 simulation: expert demonstrations, closed-loop evaluation")
     cmds = s.add_subparsers(dest="sim_command", required=True)
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--control-hz", type=float, default=50.0, help="pose / delta rate (the robot's controller)")
     r.add_argument("--image-hz", type=float, default=10.0, help="wrist camera rate; must divide --control-hz")
     r.add_argument("--noise", type=float, default=0.002, help="expert translation noise std per tick (m)")
-    r.add_argument("--noise-rot", type=float, default=0.01, help="expert rotation noise std per tick (rad)")
+    r.add_argument("--noise-rot", type=float, default=0.0, help="expert rotation noise std per tick (rad)")
     r.add_argument("--dart", action=argparse.BooleanOptionalAction, default=True,
                    help="record the expert's clean action while executing the noisy one (default on)")
     r.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m (0: home)")
@@ -60,10 +60,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
     e.add_argument("--max-seconds", type=float, help="episode limit override (default: each task's own)")
     e.add_argument("--video-episodes", type=int, default=1, help="episodes per task drawn in the strip")
+    e.add_argument("--start-offset", type=float, default=0.0,
+                   help="random start TCP around home, +- m (default 0: home; record-demos' value replays demo seeds)")
+    e.add_argument("--start-yaw", type=float, default=0.0, help="random start yaw, +- rad (default 0)")
     e.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="folder for report.json, strip.png")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e.set_defaults(func=run_eval)
+
+    pr = cmds.add_parser("probe", help="does the policy go where the instruction says? (same image, each colour)")
+    pr.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    pr.add_argument("--router", choices=ROUTERS, help="swap the router; default: the checkpoint's")
+    pr.add_argument("--frames", type=int, default=20, help="held-out first frames (4 queries each)")
+    pr.add_argument("--seed", type=int, default=700_000, help="layout seeds seed..seed+frames-1")
+    pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    pr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pr.set_defaults(func=run_probe)
 
 
 def _progress(total: int, unit: str) -> Any:
@@ -100,6 +112,27 @@ def run_record(args: argparse.Namespace) -> int:
     return 0 if kept == len(cfg.tasks) * cfg.episodes else 1
 
 
+def run_probe(args: argparse.Namespace) -> int:
+    """Print how often the predicted motion points at the cube the instruction names."""
+    from mole_inference.runtime import load_policy
+    from mole_inference.sim.probe import probe_instructions
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    policy = load_policy(checkpoint=args.checkpoint, router=args.router)
+    data = probe_instructions(policy, frames=args.frames, seed=args.seed).to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        colors = ", ".join(f"{c} {v:.0%}" for c, v in data["per_color"].items())
+        print(f"instruction probe: {data['hit_rate']:.0%} of {data['queries']} queries point at the named cube "
+              f"(chance {data['chance']:.0%}; {colors}); motions differ by {data['spread_m'] * 1e3:.1f} mm between "
+              f"colours, mean motion {data['motion_m'] * 1e3:.1f} mm")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate a policy in the sim; print per-task success, Hz, layers; write report.json and strip.png."""
     from mole_inference.runtime import load_policy
@@ -107,7 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from mole_inference.sim.strip import save_strip
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
-                     ensemble=args.ensemble, max_seconds=args.max_seconds, video_episodes=args.video_episodes)
+                     ensemble=args.ensemble, max_seconds=args.max_seconds, video_episodes=args.video_episodes,
+                     start_offset=args.start_offset, start_yaw=args.start_yaw)
     if args.threads:
         import torch
 

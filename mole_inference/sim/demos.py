@@ -64,7 +64,8 @@ class DemoConfig:
     control_hz: float = 50.0  # rate of poses and deltas (the robot's controller rate)
     image_hz: float = 10.0  # wrist camera rate; must divide control_hz
     noise_trans: float = 0.002  # m, std of the expert's translation noise per control tick
-    noise_rot: float = 0.01  # rad, std of the expert's rotation noise per control tick
+    noise_rot: float = 0.0  # rad, std of the expert's rotation noise per control tick (0: the EE tilt it would
+    # perturb is nearly invisible in the wrist image, so its corrections are labels no policy can predict)
     dart: bool = True  # record the expert's clean action as the delta while executing the noisy one (DART)
     start_offset: float = 0.06  # m: random start TCP around home (SimConfig.start_offset); 0 starts at home
     start_yaw: float = 0.3  # rad: random start yaw (SimConfig.start_yaw)

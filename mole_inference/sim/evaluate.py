@@ -8,7 +8,8 @@ Loop, per control step of `policy.action_dt` seconds (the env runs at the model'
 The default `replan=1` (a new chunk every step, its first action executed) is what the robot stack does when
 inference keeps up with action_dt; sim time stands still during inference, so latency does not count here.
 
-Determinism: episode j of every task uses layout seed `seed + j` (the same scenes for every router/checkpoint);
+Determinism: episode j of every task uses layout seed `seed + j` (the same scenes for every router/checkpoint;
+with the demos' `start_offset`/`start_yaw`, a demo's seed replays its exact start: layout, then start pose);
 the policy's diffusion noise seeds come from a generator seeded with (seed, task index, j).
 """
 
@@ -44,6 +45,8 @@ class EvalConfig:
     ensemble: bool = False  # temporal ensemble over overlapping chunks (ChunkScheduler)
     max_seconds: float | None = None  # episode limit override (None: each task's own)
     video_episodes: int = 1  # first episodes per task whose wrist frames are kept for the strip
+    start_offset: float = 0.0  # m, random start TCP around home (SimConfig); the demos' value replays their starts
+    start_yaw: float = 0.0  # rad, random start yaw (SimConfig)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -119,6 +122,7 @@ class EvalReport:
             **meta,
             "seed": self.config.seed, "tasks": list(self.config.tasks), "episodes_per_task": self.config.episodes,
             "replan": self.config.replan, "ensemble": self.config.ensemble, "action_dt": self.action_dt,
+            "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
             "max_seconds": self.config.max_seconds,
             "success_rate": float(np.mean(successes)) if successes else 0.0,
             "per_task": self.per_task(),
@@ -213,6 +217,7 @@ def evaluate(policy: Policy, config: EvalConfig,
     t_start = time.perf_counter()
     for task_index, task in enumerate(config.tasks):
         overrides = {"max_seconds": config.max_seconds} if config.max_seconds is not None else {}
+        overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw)
         with make_env(task, seed=config.seed, control_dt=policy.action_dt, cameras=("wrist",), **overrides) as env:
             if hasattr(policy, "env"):  # the scripted expert (sim eval --expert) reads the sim's state
                 policy.env = env

@@ -148,8 +148,10 @@ class ScriptedExpert:
 
     # -- per-task plans (each loops: a failed attempt is retried until the episode ends) ------------
     def _touch(self) -> Iterator[Waypoint]:
+        # Touching needs no particular yaw: keep the start yaw, so the wrist view does not turn on the way.
         name = self.task.target
-        yaw = lambda s: grasp_yaw(s, name)  # noqa: E731
+        start_yaw = ee_yaw(self._state.ee_rot) if self._state is not None else 0.0
+        yaw = lambda s: start_yaw  # noqa: E731
         while True:
             yield from self._move(self._above(name, HOVER_Z), yaw, GRIPPER_CLOSED, tol=0.01)
             # Aim a little below the cube's top face: the episode ends on the first contact.

@@ -1,0 +1,41 @@
+"""Instruction probe: the geometry of a hit, and a policy that ignores the words scores no spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+from tests.sim.conftest import missing_sim_reason
+
+
+def test_pointed_cube_is_the_best_aligned_direction():
+    from mole_inference.sim.probe import pointed_cube
+
+    cubes = {"red": np.array([1.0, 0.0]), "blue": np.array([0.0, 1.0]), "green": np.array([-1.0, 0.2])}
+    assert pointed_cube(np.array([0.9, 0.1]), np.zeros(2), cubes) == "red"
+    assert pointed_cube(np.array([0.1, 0.5]), np.zeros(2), cubes) == "blue"
+    assert pointed_cube(np.array([0.0, -1.0]), np.array([0.0, 2.0]), cubes) == "blue"  # relative to the TCP
+
+
+class ConstantPolicy(Policy):
+    """Always moves +x: ignores image and instruction."""
+
+    action_dt, chunk_size, num_layers = 0.1, 4, 0
+
+    def infer(self, image, instruction, *, seed=None):
+        actions = np.zeros((4, 7))
+        actions[:, 0] = 0.01
+        return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
+
+
+@pytest.mark.sim
+@pytest.mark.skipif(missing_sim_reason() is not None, reason=str(missing_sim_reason()))
+def test_a_policy_deaf_to_the_instruction_has_no_spread():
+    from mole_inference.sim.probe import probe_instructions
+
+    report = probe_instructions(ConstantPolicy(), frames=3, seed=5).to_dict()
+    assert report["queries"] == 12 and report["spread_m"] == 0.0
+    assert report["motion_m"] == pytest.approx(0.03)
+    # the same cube is hit whatever the colour: exactly one of the four queries per frame
+    assert report["hit_rate"] == pytest.approx(0.25)
