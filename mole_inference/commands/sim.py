@@ -170,8 +170,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if rows:
         save_strip(args.out / "strip.png", rows)
     for task, row in data["per_task"].items():
-        print(f"{task:<14} success {row['successes']}/{row['episodes']} ({row['success_rate']:.0%})")
-    print(f"overall {data['success_rate']:.0%}; inference {data['inference_hz']:.1f} Hz "
+        lo, hi = row["ci95"]
+        print(f"{task:<14} success {row['successes']}/{row['episodes']} ({row['success_rate']:.0%}, "
+              f"95 % CI {lo:.0%}-{hi:.0%}; {row['clamped_share']:.0%} of steps clamped)")
+    lo, hi = data["ci95"]
+    print(f"overall {data['success_rate']:.0%} (95 % CI {lo:.0%}-{hi:.0%}); inference {data['inference_hz']:.1f} Hz "
           f"(mean {data['inference_ms']['mean']:.1f} ms, median {data['inference_ms']['median']:.1f} ms); "
           f"layers run {data['mean_layers_run']:.2f}/{data['total_layers']} (router {router}); "
           f"{data['wall_s_per_episode']:.2f} s/episode")

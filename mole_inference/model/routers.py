@@ -63,7 +63,8 @@ class STARRouter(Router):
     h_img = v W_p, h_text = l W_p (Eq. 8); S = W_s2 GELU(W_s1 pool(h_img) + b) (Eq. 9), the image tokens
     average-pooled first, which keeps translation invariance and costs one MLP call; T = W_t avgpool(
     Transformer(h_text)) over the real (unpadded) text tokens (Eq. 10); alpha = sigmoid(w_tau . h_text[CLS]
-    + b_tau) with [CLS] the first (BOS) text token (Eq. 11).
+    + b_tau) with h_text[CLS] the temporal encoder's output at the first (BOS) position (Eq. 11): it has attended
+    to the whole instruction, whereas the raw BOS projection is the same for every instruction.
 
     Eq. 12 writes G = S + T while the text says alpha "blends and sharpens" with higher alpha favouring the
     spatial scores. We read it as the convex blend G = alpha * S + (1 - alpha) * T, softmax-normalised at
@@ -87,14 +88,17 @@ class STARRouter(Router):
         """S (B, K) from projected image tokens (B, N, d1) (Eq. 9)."""
         return self.spatial(h_img.mean(dim=1))
 
-    def temporal_scores(self, h_text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """T (B, K) from projected text tokens (B, T, d1) (Eq. 10)."""
-        enc = self.temporal_encoder(h_text, src_key_padding_mask=~text_mask)
+    def encode_text(self, h_text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The temporal Transformer over projected text tokens (B, T, d1), padding masked (Eq. 10)."""
+        return self.temporal_encoder(h_text, src_key_padding_mask=~text_mask)
+
+    def temporal_scores(self, enc: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """T (B, K) from the encoded text tokens (B, T, d1), average-pooled over real tokens (Eq. 10)."""
         return self.temporal_head(masked_mean(enc, text_mask))
 
-    def alpha(self, h_text: torch.Tensor) -> torch.Tensor:
-        """Sharpness alpha (B, 1) in (0, 1) from the [CLS] (first) text token (Eq. 11)."""
-        return torch.sigmoid(self.sharpness(h_text[:, 0]))
+    def alpha(self, enc: torch.Tensor) -> torch.Tensor:
+        """Sharpness alpha (B, 1) in (0, 1) from the encoded [CLS] (first) text token (Eq. 11)."""
+        return torch.sigmoid(self.sharpness(enc[:, 0]))
 
     def blend(self, s: torch.Tensor, t: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """G logits from S, T and alpha (Eq. 12, read as documented on the class)."""
@@ -105,8 +109,9 @@ class STARRouter(Router):
     def forward(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> RouterOutput:
         h_img, h_text = self.proj(img), self.proj(text)  # (B, N, d1), (B, T, d1)
         s = self.spatial_scores(h_img)
-        t = self.temporal_scores(h_text, text_mask)
-        return self._out(self.blend(s, t, self.alpha(h_text)), self.cfg.temperature)
+        enc = self.encode_text(h_text, text_mask)  # (B, T, d1)
+        t = self.temporal_scores(enc, text_mask)
+        return self._out(self.blend(s, t, self.alpha(enc)), self.cfg.temperature)
 
 
 class LinearRouter(Router):

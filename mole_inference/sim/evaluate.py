@@ -94,14 +94,16 @@ class EvalReport:
     wall_s: float = 0.0
 
     def per_task(self) -> dict[str, dict[str, Any]]:
-        """Per task: episodes, successes, success rate, mean steps."""
+        """Per task: episodes, successes, success rate with its Wilson 95 % interval, mean steps."""
         out = {}
         for task in self.config.tasks:
             rows = [e for e in self.episodes if e.task == task]
             if rows:
                 wins = sum(e.success for e in rows)
                 out[task] = {"episodes": len(rows), "successes": wins, "success_rate": wins / len(rows),
-                             "mean_steps": float(np.mean([e.steps for e in rows]))}
+                             "ci95": list(wilson_interval(wins, len(rows))),
+                             "mean_steps": float(np.mean([e.steps for e in rows])),
+                             "clamped_share": sum(e.clamped_steps for e in rows) / max(1, sum(e.steps for e in rows))}
         return out
 
     @property
@@ -125,6 +127,7 @@ class EvalReport:
             "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
             "max_seconds": self.config.max_seconds,
             "success_rate": float(np.mean(successes)) if successes else 0.0,
+            "ci95": list(wilson_interval(sum(successes), len(successes))),
             "per_task": self.per_task(),
             "inference_ms": {"mean": statistics.fmean(ms) if ms else 0.0,
                              "median": statistics.median(ms) if ms else 0.0, "count": len(ms)},
@@ -135,6 +138,17 @@ class EvalReport:
             "wall_s_per_episode": round(self.wall_s / max(1, len(self.episodes)), 3),
             "episodes": [e.to_dict() for e in self.episodes],
         }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of a success rate; (0, 1) when n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 def safety_envelope(action_dt: float) -> Any:

@@ -67,6 +67,20 @@ def test_eq11_alpha_from_cls_token(star):
     assert torch.allclose(star.alpha(h_text), torch.tensor([[1 / (1 + math.exp(-1.0))]]))
 
 
+def test_eq11_alpha_depends_on_the_whole_instruction():
+    """Two instructions sharing their first (BOS) token get different alpha: [CLS] is read after the encoder."""
+    torch.manual_seed(0)
+    cfg = RouterConfig(num_active_layers=2, proj_dim=8, spatial_hidden=8, encoder_heads=2, encoder_ffn=16)
+    r = STARRouter(cfg, num_layers=4, width=8).eval()
+    text = torch.randn(2, 5, 8)
+    text[1, 0] = text[0, 0]  # same BOS embedding, different words after it
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    enc = r.encode_text(r.proj(text), mask)
+    alpha = r.alpha(enc)
+    assert abs(alpha[0].item() - alpha[1].item()) > 1e-4
+    assert torch.allclose(r.proj(text)[0, 0], r.proj(text)[1, 0])  # the raw projection alone could not tell
+
+
 def test_eq12_blend(star):
     s, t, alpha = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 0.0, -1.0]]), torch.tensor([[0.25]])
     assert torch.allclose(star.blend(s, t, alpha), torch.tensor([[2.5, 0.5, 0.0]]))

@@ -119,3 +119,13 @@ def test_expert_policy_needs_an_env():
 
     with pytest.raises(RuntimeError, match="env"):
         ExpertPolicy().infer(np.zeros((8, 8, 3), np.uint8), "touch the red cube")
+
+
+def test_wilson_interval_matches_known_values():
+    from mole_inference.sim.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson_interval(0, 50)
+    assert lo == 0.0 and hi == pytest.approx(0.0714, abs=1e-4)
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
