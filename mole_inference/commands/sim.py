@@ -23,7 +23,7 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `sim record-demos`, `sim eval` and `sim probe`."""
+    """Add `sim record-demos`, `sim eval`, `sim collect-interventions` and `sim probe`."""
     s = sub.add_parser("sim", help="MuJoCo FR3 simulation: expert demonstrations, closed-loop evaluation")
     cmds = s.add_subparsers(dest="sim_command", required=True)
 
@@ -68,6 +68,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e.set_defaults(func=run_eval)
 
+    c = cmds.add_parser("collect-interventions",
+                        help="policy rollouts with scripted-expert takeovers, recorded as bags (HG-DAgger)")
+    c.add_argument("--checkpoint", required=True, help="checkpoint folder of the policy to improve")
+    c.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
+    c.add_argument("--episodes", type=int, default=10, help="episodes per task (all kept)")
+    c.add_argument("--seed", type=int, default=0, help="first layout seed (use seeds apart from eval seeds)")
+    c.add_argument("--out", type=Path, required=True, help="root folder; bags go to OUT/<task>/episode_*")
+    c.add_argument("--deviation", type=float, default=0.03,
+                   help="take over when policy and expert translations differ by this over --window (m)")
+    c.add_argument("--window", type=float, default=0.5, help="seconds over which the deviation is summed")
+    c.add_argument("--give-up", type=float, default=0.7, help="take over after this share of the time limit")
+    c.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m")
+    c.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
+    c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    c.set_defaults(func=run_interventions)
+
     pr = cmds.add_parser("probe", help="does the policy go where the instruction says? (same image, each colour)")
     pr.add_argument("--checkpoint", required=True, help="checkpoint folder")
     pr.add_argument("--router", choices=ROUTERS, help="swap the router; default: the checkpoint's")
@@ -110,6 +126,37 @@ def run_record(args: argparse.Namespace) -> int:
     size = sum(r.bytes for r in summary.results) / 2**20
     print(f"{kept} episodes ({size:.1f} MiB) in {args.out} in {summary.wall_s:.1f} s")
     return 0 if kept == len(cfg.tasks) * cfg.episodes else 1
+
+
+def run_interventions(args: argparse.Namespace) -> int:
+    """Record policy episodes with expert takeovers and print takeovers and successes per task."""
+    from mole_inference.runtime import load_policy
+    from mole_inference.sim.demos import DemoConfig
+    from mole_inference.sim.interventions import TakeoverRule, collect_interventions
+
+    if not args.verbose:
+        logging.getLogger("mole_inference.data.bag_writer").setLevel(logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    rule = TakeoverRule(deviation=args.deviation, window_s=args.window, give_up_fraction=args.give_up)
+    cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
+                     start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True)
+    policy = load_policy(checkpoint=args.checkpoint)
+    with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
+        def on_episode(result: EpisodeResult, took_over_at: int | None) -> None:
+            how = "policy alone" if took_over_at is None else f"takeover at {took_over_at * cfg.control_dt:.1f} s"
+            bar.set_postfix_str(f"{result.task}: {how}, {'ok' if result.success else 'fail'}")
+            bar.update(1)
+
+        summary, stats = collect_interventions(policy, args.out, cfg, rule, on_episode)
+    print(f"{'task':<14}{'episodes':>9}{'takeovers':>11}{'policy ok':>11}{'rescued':>9}")
+    for task, row in stats.items():
+        print(f"{task:<14}{row.episodes:>9}{row.takeovers:>11}{row.policy_successes:>11}{row.rescued:>9}")
+    print(f"{len(summary.results)} episodes in {args.out} in {summary.wall_s:.1f} s; retrain on demos + these with "
+          "training.source_weights {policy: 0, teleop: 1} to learn from the interventions only")
+    return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:

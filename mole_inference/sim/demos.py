@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -156,19 +156,53 @@ def episode_start_ns(seed: int) -> int:
     return SIM_EPOCH_NS + seed * SEED_SPACING_NS
 
 
-def record_episode(env: Any, seed: int, out: Path, config: DemoConfig) -> EpisodeResult:
-    """Run the scripted expert on `env` from `seed` and write one bag under `out` (deleted on failure unless kept)."""
+class Actor(Protocol):
+    """Decides each control tick's action while `record_episode` writes the bag: the scripted expert
+    (demonstrations) or a policy with expert takeovers (sim/interventions.py)."""
+
+    notes: str
+
+    def reset(self, env: Any, seed: int) -> None:
+        """Start an episode (after `env.reset`)."""
+
+    def act(self, env: Any, tick: int, frame: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """(executed action, recorded label, source) for this tick; `frame` is the wrist image when one was taken."""
+
+
+class ExpertActor:
+    """The scripted expert as the operator: executes its (noisy) action, labels it clean with DART."""
+
+    notes = "scripted expert in the MuJoCo FR3 sim (stands in for teleoperation)"
+
+    def __init__(self, dart: bool = True) -> None:
+        self.dart = dart
+        self._expert: Any = None
+
+    def reset(self, env: Any, seed: int) -> None:
+        """A fresh expert plan whose noise is seeded by the episode seed."""
+        self._expert = env.make_expert(np.random.default_rng(seed))
+        self._expert.reset()
+
+    def act(self, env: Any, tick: int, frame: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """The expert's action; the label is its clean action with DART."""
+        action = self._expert.act(env.state())
+        return action, (self._expert.last_clean.copy() if self.dart else action.copy()), SOURCE
+
+
+def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Actor | None = None) -> EpisodeResult:
+    """Run `actor` (default: the scripted expert) on `env` from `seed` and write one bag under `out` (deleted on
+    failure unless kept). The active source is written at the start and at every switch."""
     from mole_inference.control.transforms import matrix_to_quat
     from mole_inference.sim.controller import GRIPPER_CLOSED, GRIPPER_OPEN, gripper_command_to_width
 
+    actor = actor if actor is not None else ExpertActor(config.dart)
     t_start = time.perf_counter()
     env.reset(seed, render=False)
-    expert = env.make_expert(np.random.default_rng(seed))
-    expert.reset()
+    actor.reset(env, seed)
     dt_ns = round(config.control_dt * 1e9)
     t0 = episode_start_ns(seed)
     meta = EpisodeMetadata(task=env.task.name, instruction=env.instruction, operator=OPERATOR, start_ns=t0,
-                           notes="scripted expert in the MuJoCo FR3 sim (stands in for teleoperation)",
+                           notes=actor.notes,
                            extra={"sim": True, "seed": seed, "control_hz": config.control_hz,
                                   "image_hz": config.image_hz, "noise_trans": config.noise_trans,
                                   "noise_rot": config.noise_rot, "dart": config.dart,
@@ -177,26 +211,30 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig) -> Episod
     float64 = default_typestore().types[FLOAT64_TYPE]
     ticks = images = 0
     last_gripper: float | None = None
+    last_source: str | None = None
     # No time-based flushing: chunk boundaries then depend only on the data, so bags are reproducible.
     writer = EpisodeBagWriter(path, config.storage, meta, start_ns=t0, flush_interval_s=None)
     with writer:
         writer.write_text(INSTRUCTION_TOPIC, env.instruction, t0)
-        writer.write_text(ACTIVE_SOURCE_TOPIC, SOURCE, t0)
         done, info = False, {"success": False}
         while not done:
             t = t0 + ticks * dt_ns
             pos, quat = env.scene.ee_pose()
             writer.write(MEASURED_POSE_TOPIC, pose_msg(pos, quat, t), t)
+            frame = None
             if ticks % config.image_every == 0:
-                writer.write(IMAGE_TOPIC, rgb_to_image_msg(env.render("wrist"), t, CAMERA_FRAME), t)
+                frame = env.render("wrist")
+                writer.write(IMAGE_TOPIC, rgb_to_image_msg(frame, t, CAMERA_FRAME), t)
                 images += 1
-            action = expert.act(env.state())
-            label = expert.last_clean.copy() if config.dart else action.copy()
+            action, label, source = actor.act(env, ticks, frame)
+            if source != last_source:
+                writer.write_text(ACTIVE_SOURCE_TOPIC, source, t)
+                last_source = source
             if config.binarize_gripper:  # what the robot's safety envelope sends (gripper_binarize)
                 action[6] = label[6] = GRIPPER_OPEN if action[6] >= 0.5 else GRIPPER_CLOSED
             target_pos, target_rot = env.controller.target_from_delta(action)
             writer.write(TARGET_POSE_TOPIC, pose_msg(target_pos, matrix_to_quat(target_rot), t), t)
-            writer.write_ee_delta(label, SOURCE, t)
+            writer.write_ee_delta(label, source, t)
             width = gripper_command_to_width(action[6])
             if width != last_gripper:  # like a gripper action client: a new goal only when the command changes
                 writer.write(GRIPPER_COMMAND_TOPIC, float64(data=width), t)
@@ -218,10 +256,11 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig) -> Episod
 
 
 def record_demos(out: str | Path, config: DemoConfig,
-                 on_episode: Callable[[EpisodeResult], None] | None = None) -> DemoSummary:
+                 on_episode: Callable[[EpisodeResult], None] | None = None, actor: Actor | None = None) -> DemoSummary:
     """Record `config.episodes` expert episodes per task under `out`/<task>/, retrying seeds after failures.
 
-    `on_episode` is called after every attempt (progress bars). Tasks that keep failing stop after
+    `on_episode` is called after every attempt (progress bars); `actor` replaces the scripted expert (e.g. a
+    policy with expert takeovers). Tasks that keep failing stop after
     `episodes * max_attempts` attempts with a warning.
     """
     from mole_inference.sim.env import make_env
@@ -238,7 +277,7 @@ def record_demos(out: str | Path, config: DemoConfig,
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:
-                result = record_episode(env, config.seed + attempts, task_dir, config)
+                result = record_episode(env, config.seed + attempts, task_dir, config, actor)
                 attempts += 1
                 kept += result.path is not None
                 summary.results.append(result)

@@ -1,0 +1,137 @@
+"""Policy rollouts with expert takeovers (HG-DAgger, Kelly et al. 2019): the product's improvement loop in the sim.
+
+On the robot, the operator watches the policy and takes over with the SpaceMouse when it drifts; the recorder
+labels those ticks `teleop` and the policy's own ticks `policy`; retraining on the union teaches the policy
+the recoveries it needed. Here the scripted expert is the operator. Each control tick (50 Hz, as the robot):
+
+- while the policy drives, a new chunk is inferred from every wrist frame and stepped by the robot's
+  `ChunkScheduler` (rate-split per tick) through the robot's `SafetyEnvelope`; the expert plans alongside;
+- the expert takes over (for the rest of the episode, as an operator finishing the task) when the policy's
+  commanded translation over the last `window_s` differs from the expert's by more than `deviation` metres,
+  or when `give_up_fraction` of the episode's time has passed without success;
+- bags are written by `record_episode` (the demonstrations' code path): ticks labelled `policy` carry the delta
+  the policy had sent, ticks labelled `teleop` the expert's action.
+
+Retrain on demonstrations + interventions with `training.source_weights: {policy: 0, teleop: 1}` to learn from
+the expert's labels only (HG-DAgger), or keep the default weights to also imitate the policy's own good ticks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mole_inference.config.base import check
+from mole_inference.policy.contract import Policy
+
+
+@dataclass
+class TakeoverRule:
+    """When the simulated operator takes over."""
+
+    deviation: float = 0.03  # m between the policy's and the expert's summed translations over the window
+    window_s: float = 0.5
+    give_up_fraction: float = 0.7  # of the task's time limit, without success
+
+    def __post_init__(self) -> None:
+        check(self.deviation > 0, "deviation", self.deviation, "must be > 0 m")
+        check(self.window_s > 0, "window_s", self.window_s, "must be > 0 s")
+        check(0 < self.give_up_fraction <= 1, "give_up_fraction", self.give_up_fraction, "must be in (0, 1]")
+
+
+class InterventionActor:
+    """A policy driving through the robot's chunk/safety path, with the scripted expert as the operator."""
+
+    notes = "policy rollout in the MuJoCo FR3 sim with scripted-expert takeovers (HG-DAgger)"
+
+    def __init__(self, policy: Policy, control_dt: float, rule: TakeoverRule | None = None) -> None:
+        self.policy, self.control_dt, self.rule = policy, control_dt, rule or TakeoverRule()
+        self.took_over_at: int | None = None  # tick of the takeover in the current episode
+        self._expert: Any = None
+        self._scheduler: Any = None
+        self._envelope: Any = None
+        self._gaps: deque[np.ndarray] = deque()
+        self._seed = 0
+
+    def reset(self, env: Any, seed: int) -> None:
+        """New episode: fresh expert plan (no noise: the operator's labels are clean), scheduler and envelope."""
+        from mole_inference.config.control import SchedulerConfig
+        from mole_inference.control.scheduler import ChunkScheduler
+        from mole_inference.sim.evaluate import safety_envelope
+        from mole_inference.sim.expert import ScriptedExpert
+
+        self._expert = ScriptedExpert(env.task, self.control_dt)
+        self._expert.reset()
+        dt = self.policy.action_dt
+        self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt))
+        self._envelope = safety_envelope(self.control_dt)
+        self._gaps = deque(maxlen=max(1, round(self.rule.window_s / self.control_dt)))
+        self.took_over_at = None
+        self._seed = seed
+        if hasattr(self.policy, "env"):  # the scripted expert as the policy (tests, ceilings) reads the sim
+            self.policy.env = env
+        self.policy.reset()
+
+    def act(self, env: Any, tick: int, frame: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """The policy's delta (source policy) until the takeover rule fires, then the expert's (source teleop)."""
+        from mole_inference.control.safety import Source
+        from mole_inference.control.transforms import Pose
+        from mole_inference.sim.controller import GRIPPER_OPEN
+        from mole_inference.sim.evaluate import command_to_env_delta
+
+        expert = self._expert.act(env.state())  # the operator plans along, whoever drives
+        if self.took_over_at is None:
+            now = tick * self.control_dt
+            if frame is not None:
+                chunk = self.policy.infer(frame, env.instruction, seed=self._seed * 100_003 + tick)
+                if chunk.is_finite:
+                    self._scheduler.push(chunk.actions, now, now)
+            obs = env.observe(render=False)
+            measured = Pose.from_arrays(obs["ee_pose"][:3], obs["ee_pose"][3:])
+            command = self._envelope.apply(measured, self._scheduler.next_action(now), Source.POLICY)
+            gripper = command.gripper if command.gripper is not None else GRIPPER_OPEN
+            action = command_to_env_delta(env, command, gripper)
+            self._gaps.append(action[:3] - expert[:3])
+            drifted = len(self._gaps) == self._gaps.maxlen and np.linalg.norm(np.sum(self._gaps, axis=0)) > \
+                self.rule.deviation
+            late = tick >= self.rule.give_up_fraction * env.max_steps
+            if not (drifted or late):
+                return action, action.copy(), Source.POLICY.value
+            self.took_over_at = tick
+        return expert, expert.copy(), Source.TELEOP.value
+
+
+@dataclass
+class InterventionStats:
+    """Per task: episodes, takeovers, policy-only successes, successes after a takeover."""
+
+    episodes: int = 0
+    takeovers: int = 0
+    policy_successes: int = 0
+    rescued: int = 0
+
+
+def collect_interventions(policy: Policy, out: str, config: Any, rule: TakeoverRule | None = None,
+                          on_episode: Any = None) -> tuple[Any, dict[str, InterventionStats]]:
+    """Record `config.episodes` policy episodes per task (a `DemoConfig`: rates, seeds, start poses) with expert
+    takeovers; every episode is kept (failed ones too: their expert ticks are still labels)."""
+    from mole_inference.sim.demos import record_demos
+
+    actor = InterventionActor(policy, config.control_dt, rule)
+    stats: dict[str, InterventionStats] = {}
+
+    def on_result(result: Any) -> None:
+        row = stats.setdefault(result.task, InterventionStats())
+        row.episodes += 1
+        row.takeovers += actor.took_over_at is not None
+        row.policy_successes += result.success and actor.took_over_at is None
+        row.rescued += result.success and actor.took_over_at is not None
+        if on_episode is not None:
+            on_episode(result, actor.took_over_at)
+
+    config.keep_failures = True
+    summary = record_demos(out, config, on_result, actor)
+    return summary, stats

@@ -1,0 +1,53 @@
+"""HG-DAgger collection: a good policy is left alone, a bad one is taken over, both sources land in the bag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+from tests.sim.conftest import missing_sim_reason
+
+pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not None,
+                                                  reason=str(missing_sim_reason()))]
+
+
+class SidewaysPolicy(Policy):
+    """Drives +y at full speed whatever it sees: the operator must take over."""
+
+    action_dt, chunk_size, num_layers = 0.1, 4, 0
+
+    def infer(self, image, instruction, *, seed=None):
+        actions = np.zeros((4, 7))
+        actions[:, 1], actions[:, 6] = 0.025, 1.0
+        return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
+
+
+def collect(tmp_path, policy):
+    from mole_inference.sim.demos import DemoConfig
+    from mole_inference.sim.interventions import collect_interventions
+
+    cfg = DemoConfig(tasks=("touch",), episodes=1, seed=11, noise_trans=0.0, dart=False)
+    summary, stats = collect_interventions(policy, str(tmp_path), cfg)
+    return summary.results[-1], stats["touch"]
+
+
+def test_a_drifting_policy_is_taken_over_and_both_sources_are_recorded(tmp_path):
+    from mole_inference.data.bag_reader import read_episode
+
+    result, stats = collect(tmp_path, SidewaysPolicy())
+    assert stats.takeovers == 1 and stats.policy_successes == 0
+    assert result.success and stats.rescued == 1  # the operator finished the task
+    ep = read_episode(result.path, decode_images=False)
+    sources = list(ep.delta_sources)
+    first_teleop = sources.index("teleop")
+    assert first_teleop > 0 and set(sources[:first_teleop]) == {"policy"} and set(sources[first_teleop:]) == {"teleop"}
+    np.testing.assert_allclose(ep.deltas[:first_teleop, 1], 0.005, atol=1e-9)  # 25 mm / 0.1 s split over 5 ticks
+    assert first_teleop <= 0.6 / 0.02  # the rule fires within about one window of drifting
+
+
+def test_a_policy_that_does_what_the_expert_would_is_left_alone(tmp_path):
+    from mole_inference.sim.expert_policy import ExpertPolicy
+
+    result, stats = collect(tmp_path, ExpertPolicy())
+    assert stats.takeovers == 0 and result.success and stats.policy_successes == 1
