@@ -54,7 +54,9 @@ class SafetyConfig:
     workspace_max: tuple[float, float, float] = (0.8, 0.4, 0.7)
     max_target_distance: float = 0.03  # m between target and measured position
     max_target_angle: float = 0.2  # rad between target and measured orientation
-    integrate_from: Literal["measured", "target"] = "measured"  # pose the delta is added to
+    # pose each delta is added to: the previous target (bounded by the leash above), since under an impedance
+    # controller the measured pose lags and integrating from it moves the arm at ~K*dt/D of the command
+    integrate_from: Literal["measured", "target"] = "target"
     gripper_binarize: bool = True  # send exactly 0 (closed) or 1 (open), threshold 0.5
 
     def __post_init__(self) -> None:

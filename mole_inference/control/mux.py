@@ -9,7 +9,9 @@ live, else HOLD); nothing ever switches back to POLICY automatically.
 Teleop input is a (7,) per-tick delta in the same convention as policy actions (gripper absolute, 1 = open);
 the latest input is applied every tick while it is younger than `teleop_timeout`, then the arm holds.
 Whatever the source, the delta goes through the same SafetyEnvelope, and a missing or stale measured pose
-makes every source hold.
+makes every source hold. A hold keeps publishing the pose latched when it began (see `safety`); an explicit
+`takeover` or `resume_policy` re-latches it at the next tick (the operator or the policy starts from where the
+arm is then), automatic fallbacks and `request_hold` never do.
 
 Thread-safe: service callbacks and the teleop subscription may run beside the control timer. Switch callbacks
 run outside the lock, on the thread that caused the switch.
@@ -73,6 +75,7 @@ class TeleopMux:
         self._teleop_time: float | None = None
         self._health: Health | None = None
         self._rejections = 0
+        self._relatch = False  # set by explicit takeover/resume, applied by the next step (control thread)
         logger.info("mux starts in %s mode at t=%.3f", self._mode.value, now)
 
     @property
@@ -99,17 +102,20 @@ class TeleopMux:
             return self._teleop_live(now)
 
     def takeover(self, reason: str, now: float) -> None:
-        """Operator takes control (service or device button): switch to TELEOP."""
-        self._dispatch(self._locked_switch(Mode.TELEOP, reason, now, automatic=False))
+        """Operator takes control (service or device button): switch to TELEOP; re-latches the hold pose."""
+        with self._lock:
+            self._relatch = True
+            event = self._switch(Mode.TELEOP, reason, now, automatic=False)
+        self._dispatch(event)
 
     def request_hold(self, reason: str, now: float) -> None:
         """Stop whoever drives and hold (e.g. the operator releases teleop without resuming the policy)."""
         self._dispatch(self._locked_switch(Mode.HOLD, reason, now, automatic=False))
 
     def resume_policy(self, reason: str, now: float, health: Health | None = None) -> bool:
-        """Explicitly hand control to the policy; refused (False, logged) unless `health` is ok.
+        """Explicitly hand control to the policy (a new engage); refused (False, logged) unless `health` is ok.
 
-        `health` defaults to the one seen by the latest `step`.
+        `health` defaults to the one seen by the latest `step`. Re-latches the hold pose when accepted.
         """
         with self._lock:
             health = health if health is not None else self._health
@@ -118,6 +124,7 @@ class TeleopMux:
                 logger.warning("resume_policy (%s) refused at t=%.3f: policy unhealthy: %s", reason, now, why)
                 return False
             self._rejections = 0
+            self._relatch = True
             event = self._switch(Mode.POLICY, reason, now, automatic=False)
         self._dispatch(event)
         return True
@@ -131,7 +138,10 @@ class TeleopMux:
                 event = self._fallback(f"policy unhealthy: {health.reason}", now)
             mode = self._mode
             teleop = self._teleop_delta if mode is Mode.TELEOP and self._teleop_live(now) else None
+            relatch, self._relatch = self._relatch, False
         self._dispatch(event)
+        if relatch:
+            self.envelope.relatch_hold()
 
         if not health.pose_ok:
             return self.envelope.hold(measured, f"measured pose unusable: {health.reason}")

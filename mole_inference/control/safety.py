@@ -2,10 +2,12 @@
 
 Conventions. Deltas are `[dx, dy, dz, droll, dpitch, dyaw, gripper]` for one control tick, in the robot base
 frame. The translation is added to the reference position; the rotation (fixed-axis roll, pitch, yaw, see
-`transforms`) is applied on the left: R_target = R_delta @ R_reference. The reference is the measured pose
-(`integrate_from="measured"`, CRISP-style) or the previous target (`"target"`, which removes the impedance
-controller's tracking lag; the leash below keeps it near the robot). The gripper value is an absolute command:
-1 = open, 0 = closed (OXE / CogACT convention), not a delta.
+`transforms`) is applied on the left: R_target = R_delta @ R_reference. The reference is the previous target
+(`integrate_from="target"`, the default; the leash below keeps it near the robot) or the measured pose
+(`"measured"`). Under an impedance controller the measured pose lags the target, so integrating from it makes
+the arm crawl at a fraction (about K*dt/D) of the commanded speed. The first delta, and the first after a
+`reset`, starts from the measured pose; after a hold, from the latched hold target. The gripper value is an
+absolute command: 1 = open, 0 = closed (OXE / CogACT convention), not a delta.
 
 Order of operations, each recorded in `Command.flags`:
 1. reject a delta of wrong shape or with NaN/inf -> hold;
@@ -16,8 +18,14 @@ Order of operations, each recorded in `Command.flags`:
 4. leash: pull the target back along the line to the measured pose until it is within `max_target_distance`
    and `max_target_angle` of it (this can only reduce the impedance force).
 
-Hold means: the target is the measured pose (the controller stays engaged, the arm stays still) and the
-gripper command is the last one sent (None before any). Not thread-safe: call it from the control timer only.
+Hold means: the first hold command after a non-hold one latches the measured pose of that moment, its position
+clamped into the workspace box (but never more than `max_target_distance` from the measured position, so an arm
+far outside the box is not yanked back), and every hold command after it publishes that same latched pose,
+whatever the measured pose does. Republishing the current measured pose instead would leave the impedance
+controller without spring force: a load or a push would make the arm sag or drift. The latch is dropped when a
+delta is applied (the hold ended) and, explicitly, by `relatch_hold` (takeover, resume, a new engage) or
+`reset`. The gripper command in hold is the last one sent (None before any). A hold always returns a Command:
+the output never goes silent. Not thread-safe: call it from the control timer only.
 """
 
 from __future__ import annotations
@@ -84,13 +92,13 @@ class Command:
     quaternion: np.ndarray  # (4,) target orientation, xyzw
     gripper: float | None  # absolute, 1 = open, 0 = closed; None = leave the gripper as it is
     delta: np.ndarray  # (7,) applied w.r.t. the reference pose, rpy rotation; [6] = gripper (NaN if None)
-    source: Source  # HOLD whenever the target is simply the measured pose
+    source: Source  # HOLD whenever the target is the latched hold pose
     flags: SafetyFlag
     reason: str  # why hold / what was clamped; "" when the delta passed untouched
 
     @property
     def is_hold(self) -> bool:
-        """True when this command holds the measured pose."""
+        """True when this command holds the latched pose."""
         return self.source is Source.HOLD
 
     @property
@@ -115,6 +123,7 @@ class SafetyEnvelope:
         self._hi = np.array(config.workspace_max, dtype=np.float64)
         self._last_measured: Pose | None = None
         self._last_target: Pose | None = None  # reference when integrate_from == "target"
+        self._latched: Pose | None = None  # the hold target while holding; None when not holding
         self._gripper: float | None = None
 
     @property
@@ -122,21 +131,45 @@ class SafetyEnvelope:
         """The last gripper command sent (None before any)."""
         return self._gripper
 
+    @property
+    def latched(self) -> Pose | None:
+        """The pose hold publishes while holding (None when not holding)."""
+        return self._latched
+
     def reset(self) -> None:
-        """Forget the previous target and gripper command (e.g. on controller restart)."""
+        """Forget the previous target, the hold latch and the gripper command (e.g. on controller restart)."""
         self._last_measured = None
         self._last_target = None
+        self._latched = None
         self._gripper = None
 
+    def relatch_hold(self) -> None:
+        """Drop the hold latch: the next hold latches the measured pose of that moment (explicit events only)."""
+        self._latched = None
+
     def hold(self, measured: Pose, reason: str, flags: SafetyFlag = SafetyFlag.NONE) -> Command:
-        """Hold command: target = measured pose, gripper unchanged. Never silence."""
+        """Hold command: the latched pose (latched now if not holding yet), gripper unchanged. Never silence."""
         measured, flags = self._usable(measured, flags)
-        self._last_target = None  # integration restarts from the measured pose after a hold
+        if self._latched is None:
+            self._latched, flags = self._latch(measured, flags)
+        latched = self._latched
+        self._last_target = latched  # integration resumes from the pose the arm was held at
         gripper = self._gripper
         delta = np.zeros(7)
         delta[6] = gripper if gripper is not None else math.nan
-        return Command(measured.position.copy(), measured.quaternion.copy(), gripper, delta, Source.HOLD,
+        return Command(latched.position.copy(), latched.quaternion.copy(), gripper, delta, Source.HOLD,
                        flags, reason)
+
+    def _latch(self, measured: Pose, flags: SafetyFlag) -> tuple[Pose, SafetyFlag]:
+        """The hold target for `measured`: clamped into the workspace box, then leashed to `measured`."""
+        position = np.clip(measured.position, self._lo, self._hi)
+        if not np.array_equal(position, measured.position):
+            flags |= SafetyFlag.WORKSPACE_CLAMPED
+            offset, clamped = _clamp_norm(position - measured.position, self.config.max_target_distance)
+            if clamped:  # far outside the box: pull back towards it by at most the leash, never a jump
+                flags |= SafetyFlag.DISTANCE_CLAMPED
+                position = measured.position + offset
+        return Pose(position, measured.quaternion.copy()), flags
 
     def apply(self, measured: Pose, delta: np.ndarray | None, source: Source) -> Command:
         """Turn a proposed (7,) delta from `source` into the command sent; None or bad delta -> hold."""
@@ -197,6 +230,7 @@ class SafetyEnvelope:
         applied[3:6] = quat_to_rpy(quat_multiply(quaternion, quat_conjugate(ref.quaternion)))
         applied[6] = gripper
         self._last_target = Pose(position, quaternion)
+        self._latched = None  # a delta was applied: the hold (if any) ended
         self._gripper = gripper
         reason = f"clamped: {describe(flags)}" if flags else ""
         return Command(position, quaternion, gripper, applied, source, flags, reason)

@@ -47,11 +47,12 @@ EPISODE_CUSTOM_KEY = "mole.episode"  # metadata.yaml custom_data key holding the
 
 
 def qos_profile(qos: QosClass) -> Qos:
-    """The offered QoS profile recorded for a topic of class "sensor", "reliable" or "latched"."""
+    """The offered QoS profile recorded for a topic of class "sensor", "state", "reliable" or "latched"."""
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
     reliability, durability, depth = {
         "sensor": (QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 5),
+        "state": (QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 1),  # as the robot's broadcaster offers it
         "reliable": (QosReliability.RELIABLE, QosDurability.VOLATILE, 10),
         "latched": (QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1),
     }[qos]

@@ -19,7 +19,8 @@ from mole_inference.errors import InputError
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
-QosClass = Literal["sensor", "reliable", "latched"]
+# "state": robot state as franka_robot_state_broadcaster offers it (best effort, keep last 1); see mole_ros.qos
+QosClass = Literal["sensor", "state", "reliable", "latched"]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -60,7 +61,7 @@ EPISODE_TOPICS: dict[str, TopicSpec] = {
         TopicSpec(IMAGE_TOPIC, IMAGE_TYPE, "sensor"),
         TopicSpec(COMPRESSED_IMAGE_TOPIC, COMPRESSED_IMAGE_TYPE, "sensor"),
         TopicSpec(INSTRUCTION_TOPIC, STRING_TYPE, "latched"),
-        TopicSpec(MEASURED_POSE_TOPIC, POSE_TYPE, "reliable"),
+        TopicSpec(MEASURED_POSE_TOPIC, POSE_TYPE, "state"),
         TopicSpec(TARGET_POSE_TOPIC, POSE_TYPE, "reliable"),
         TopicSpec(EE_DELTA_TOPIC, FLOAT64_ARRAY_TYPE, "reliable"),
         TopicSpec(GRIPPER_COMMAND_TOPIC, FLOAT64_TYPE, "reliable"),

@@ -90,3 +90,17 @@ def test_takeover_and_request_hold_through_loop():
     assert cmd.source is Source.TELEOP and cmd.position[2] == pytest.approx(0.301)
     loop.request_hold("done", 0.04)
     assert loop.tick(0.04, MEASURED).is_hold
+
+
+def test_hold_holds_the_latched_pose_while_the_arm_is_pushed():
+    loop = ControlLoop(ControlConfig())
+    t, targets = 0.0, []
+    for k in range(50):  # hold mode (start): the arm sags 2 cm under a load while the pose keeps coming
+        measured = Pose.from_arrays(MEASURED.position - np.array([0.0, 0.0, 0.02 * k / 49]), MEASURED.quaternion)
+        feed(loop, t)
+        cmd = loop.tick(t, measured)  # a command every tick: never silent
+        assert cmd.is_hold
+        targets.append(cmd.position)
+        t += DT
+    assert np.linalg.norm(measured.position - MEASURED.position) == pytest.approx(0.02)
+    assert np.max(np.linalg.norm(np.array(targets) - MEASURED.position, axis=1)) < 1e-3

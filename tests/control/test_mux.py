@@ -66,7 +66,8 @@ def test_teleop_has_priority_over_policy():
     mux.takeover("spacemouse button", 0.01)
     cmd = mux.step(0.02, MEASURED, POLICY_DX, OK)
     assert mux.mode is Mode.TELEOP and cmd.source is Source.TELEOP
-    np.testing.assert_allclose(cmd.position, [0.5, 0.002, 0.3])
+    # integrates onto the previous (policy) target: no jump back to the measured pose at a takeover
+    np.testing.assert_allclose(cmd.position, [0.501, 0.002, 0.3])
     assert cmd.gripper == 0.0
 
 
@@ -166,3 +167,23 @@ def test_event_log_is_bounded():
         mux.takeover("t", i)
         mux.request_hold("h", i + 0.5)
     assert len(mux.events) == 3 and mux.events[-1].time == 4.5
+
+
+def moved(dx=0.0, dz=0.0) -> Pose:
+    return Pose.from_arrays(MEASURED.position + np.array([dx, 0.0, dz]), MEASURED.quaternion)
+
+
+def test_hold_relatches_on_takeover_and_resume_but_not_on_fallback_or_hold_request():
+    mux = make()
+    assert mux.step(0.0, MEASURED, None, OK).position[2] == pytest.approx(0.3)  # latched here
+    mux.request_hold("operator", 0.01)
+    assert mux.step(0.02, moved(dz=-0.02), None, OK).position[2] == pytest.approx(0.3)  # sagged: still held
+    mux.takeover("button", 0.03)  # explicit: re-latch where the arm is now
+    assert mux.step(0.04, moved(dz=-0.02), None, OK).position[2] == pytest.approx(0.28)
+    assert mux.step(0.06, moved(dz=-0.03), None, OK).position[2] == pytest.approx(0.28)
+    assert mux.resume_policy("operator", 0.07, health=OK)  # a new engage: re-latch too
+    held = mux.step(0.08, moved(dz=-0.03), None, OK)  # policy mode, no action yet: hold
+    assert held.is_hold and held.position[2] == pytest.approx(0.27)
+    # the policy's chunk goes stale: the automatic fallback keeps the latch of the hold already running
+    fallback = mux.step(0.1, moved(dz=-0.05), None, STALE_IMAGE)
+    assert mux.mode is Mode.HOLD and fallback.position[2] == pytest.approx(0.27)

@@ -171,3 +171,69 @@ def test_describe_lists_every_flag():
     flags = SafetyFlag.TRANSLATION_CLAMPED | SafetyFlag.WORKSPACE_CLAMPED
     assert describe(flags) == "TRANSLATION_CLAMPED|WORKSPACE_CLAMPED"
     assert describe(SafetyFlag.NONE) == ""
+
+
+def test_hold_keeps_the_latched_pose_while_the_measured_pose_moves():
+    # under an impedance controller a load or a push moves the arm; hold must keep pulling it back
+    e = env()
+    latched = pose()
+    first = e.hold(latched, "test")
+    np.testing.assert_array_equal(first.position, latched.position)
+    for k in range(1, 21):  # the arm sags 2 cm and is pushed 2 cm sideways, 1 mm per tick
+        moved = pose(y=0.001 * k, z=0.3 - 0.001 * k, q=quat_multiply(quat_from_rpy(0.0, 0.0, 0.005 * k), DOWN))
+        cmd = e.hold(moved, "test")
+        assert cmd.is_hold and cmd.source is Source.HOLD  # never silent: every tick a command
+        assert np.linalg.norm(cmd.position - latched.position) < 1e-3
+        assert quat_angle(quat_multiply(cmd.quaternion, quat_conjugate(latched.quaternion))) < 1e-9
+    assert np.linalg.norm(moved.position - latched.position) > 0.02
+
+
+def test_hold_latch_is_clamped_into_the_workspace_box():
+    e = env(workspace_min=(0.2, -0.4, 0.02), workspace_max=(0.8, 0.4, 0.7), max_target_distance=0.03)
+    cmd = e.hold(pose(z=0.01), "below the table margin")
+    np.testing.assert_allclose(cmd.position, [0.5, 0.0, 0.02])
+    assert cmd.flags & SafetyFlag.WORKSPACE_CLAMPED and cmd.is_hold
+    e.hold(pose(z=0.0), "sagging further")  # the latch does not follow the measured pose out of the box
+    np.testing.assert_allclose(e.latched.position, [0.5, 0.0, 0.02])
+    far = env(workspace_min=(0.2, -0.4, 0.02), workspace_max=(0.8, 0.4, 0.7), max_target_distance=0.03)
+    cmd = far.hold(pose(x=0.9), "guided far out of the box")  # back towards the box by at most the leash
+    np.testing.assert_allclose(cmd.position, [0.87, 0.0, 0.3])
+    assert cmd.flags & SafetyFlag.WORKSPACE_CLAMPED and cmd.flags & SafetyFlag.DISTANCE_CLAMPED
+
+
+def test_hold_relatches_only_after_a_delta_or_an_explicit_relatch():
+    e = env()
+    e.hold(pose(), "start")
+    assert e.hold(pose(x=0.52), "pushed").position[0] == pytest.approx(0.5)
+    e.relatch_hold()  # explicit event (takeover, resume, engage)
+    assert e.hold(pose(x=0.52), "re-latched").position[0] == pytest.approx(0.52)
+    assert e.hold(pose(x=0.54), "pushed again").position[0] == pytest.approx(0.52)
+    # a delta ends the hold: it integrates from the latched pose, and the next hold latches anew
+    assert e.apply(pose(x=0.54), delta(dx=0.004), Source.POLICY).position[0] == pytest.approx(0.524)
+    assert e.latched is None
+    assert e.hold(pose(x=0.53), "no action").position[0] == pytest.approx(0.53)
+    e.reset()
+    assert e.latched is None and e.hold(pose(x=0.51), "after reset").position[0] == pytest.approx(0.51)
+
+
+def test_default_integrates_from_the_previous_target():
+    assert SafetyConfig().integrate_from == "target"
+
+
+def test_lagging_measured_pose_target_advances_by_the_full_delta_and_the_leash_bounds_the_gap():
+    # the measured pose closes 10 % of its gap to the target per tick (an impedance controller's lag)
+    e = env(max_step_translation=0.005, max_target_distance=0.03)  # default integrate_from
+    measured, previous, advances, gaps = pose(), None, [], []
+    for _ in range(60):
+        cmd = e.apply(measured, delta(dx=0.004), Source.POLICY)
+        if previous is not None:
+            advances.append(cmd.position[0] - previous)
+        previous = cmd.position[0]
+        gaps.append(float(np.linalg.norm(cmd.position - measured.position)))
+        measured = pose(x=measured.position[0] + 0.1 * (cmd.position[0] - measured.position[0]))
+    leashed = next(i for i, g in enumerate(gaps) if g >= 0.03 - 1e-12)
+    # until the leash is reached the target moves the full commanded 4 mm per tick, not a fraction of it
+    np.testing.assert_allclose(advances[:leashed - 1], 0.004, atol=1e-12)
+    assert max(gaps) <= 0.03 + 1e-12
+    # the leash bounds the gap; the arm still moves at the lag-limited 0.1 * 3 cm per tick, not 0.1 * 4 mm
+    assert measured.position[0] - 0.5 > 0.1

@@ -61,3 +61,10 @@ def test_launch_files(launch_file):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+@pytest.mark.parametrize("name", ["robot.yaml", "sim.yaml"])
+def test_robot_and_sim_integrate_deltas_onto_the_previous_target(name):
+    # under the impedance controller the measured pose lags: integrating from it makes the arm crawl
+    data = yaml.safe_load((config_dir() / name).read_text())
+    assert data["mole_policy"]["ros__parameters"]["control"]["safety"]["integrate_from"] == "target"

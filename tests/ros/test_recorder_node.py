@@ -12,6 +12,7 @@ from mole_ros import conversions as conv
 from mole_ros import qos
 from mole_ros.recorder_node import RecorderNode
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -94,3 +95,32 @@ def test_episode_counts_sources_and_metadata(ros, msgs, wait, tmp_path):
     ep2 = read_episode(second[0])
     assert len(ep2.measured_poses) == 1 and ep2.instructions == ["stack the red block"]
     assert "shut down mid-episode" in ep2.metadata.notes
+
+
+def test_records_the_measured_pose_from_a_best_effort_depth_1_publisher(ros, msgs, wait, tmp_path):
+    """franka_robot_state_broadcaster publishes ~/current_pose with QoS(1).best_effort(): a RELIABLE subscription
+    never matches it, and the bags would have no poses."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.interfaces import QosReliability
+
+    broadcaster_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                                 durability=DurabilityPolicy.VOLATILE)
+    node = ros.add(RecorderNode("mole_recorder_best_effort", context=ros.context, parameter_overrides=[
+        Parameter("output_dir", value=str(tmp_path)), Parameter("flush_period", value=0.2)]))
+    pub = ros.client.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, broadcaster_qos)
+    try:
+        assert wait(lambda: pub.get_subscription_count() > 0, 5.0), "the recorder never matched the publisher"
+        path = node.start_episode(task="qos")
+        for _ in range(10):
+            pub.publish(msgs.pose(ros.now_ns()))
+            time.sleep(0.02)
+        assert wait(lambda: node.writer.counts.get(schema.MEASURED_POSE_TOPIC, 0) == 10, 3.0), node.writer.counts
+        node.stop_episode()
+    finally:
+        ros.client.destroy_publisher(pub)
+        ros.remove(node)
+    assert len(read_episode(path).measured_poses) == 10
+    with AnyReader([path]) as reader:  # replayed (ros2 bag play) as the robot offers it
+        [offered] = [c.ext.offered_qos_profiles[0] for c in reader.connections
+                     if c.topic == schema.MEASURED_POSE_TOPIC]
+    assert offered.reliability == QosReliability.BEST_EFFORT and offered.depth == 1

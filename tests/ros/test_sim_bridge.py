@@ -25,6 +25,7 @@ from mole_ros import conversions as conv  # noqa: E402
 from mole_ros import qos  # noqa: E402
 from mole_ros.sim_bridge_node import STATUS_TOPIC, SimBridgeNode  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import HistoryPolicy, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64, Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -82,7 +83,7 @@ def bridge(ros):
 
 def test_publishes_images_and_poses_at_their_rates(ros, bridge, wait):
     images = ros.subscribe(Image, schema.IMAGE_TOPIC, qos.SENSOR)
-    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
+    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
     joints = ros.subscribe(JointState, "/franka_gripper/joint_states", qos.RELIABLE)
     assert wait(lambda: len(images) > 2 and len(poses) > 10, 20)
     t0 = time.monotonic()
@@ -103,8 +104,31 @@ def test_publishes_images_and_poses_at_their_rates(ros, bridge, wait):
     assert 0 < values["real_time_factor"] < 1.1, values  # never faster than real time
 
 
+def test_pose_is_published_like_the_robot_state_broadcaster(ros, bridge, wait):
+    """franka_robot_state_broadcaster offers ~/current_pose best effort, keep last 1: the sim offers the same, so
+    a RELIABLE subscriber (which would hear nothing from the robot) hears nothing from the sim either."""
+
+    def offered() -> list:
+        return [i for i in ros.client.get_publishers_info_by_topic(schema.MEASURED_POSE_TOPIC)
+                if i.node_name == bridge.get_name()]
+
+    assert wait(lambda: len(offered()) == 1, 5)
+    assert offered()[0].qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    profile = bridge._pose_pub.qos_profile
+    assert (profile.reliability, profile.history, profile.depth) == (
+        ReliabilityPolicy.BEST_EFFORT, HistoryPolicy.KEEP_LAST, 1)
+    best_effort = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
+    reliable: list = []
+    sub = ros.client.create_subscription(PoseStamped, schema.MEASURED_POSE_TOPIC, reliable.append, qos.RELIABLE)
+    try:
+        assert wait(lambda: len(best_effort) > 5, 10)
+        assert len(reliable) == 0  # incompatible QoS: never matched, as on the robot
+    finally:
+        ros.client.destroy_subscription(sub)
+
+
 def test_target_pose_moves_the_arm_there(ros, bridge, wait):
-    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
+    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
     assert wait(lambda: len(poses) > 0, 8)
     start = latest_pose(poses)
     goal = start + np.array([0.04, -0.03, 0.02])
@@ -118,7 +142,7 @@ def test_target_pose_moves_the_arm_there(ros, bridge, wait):
 
 
 def test_nan_and_far_targets_are_refused_and_the_arm_holds(ros, bridge, wait):
-    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
+    poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
     assert wait(lambda: len(poses) > 0, 8)
     time.sleep(0.3)
     held = latest_pose(poses)

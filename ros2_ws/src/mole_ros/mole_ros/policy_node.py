@@ -13,7 +13,8 @@ is published (latched) on `/mole/active_source`.
 
 Bad input never kills the node: a malformed frame is dropped with a throttled error (the watchdog then holds
 once frames are older than `control.watchdog.max_image_age`); a failing or NaN inference drops the queued
-actions, so the next tick holds. Hold = the last measured pose is published as the target.
+actions, so the next tick holds. Hold = the measured pose latched when the hold began (clamped into the
+workspace) is published as the target every tick (`mole_inference.control.safety`); activation starts afresh.
 """
 
 from __future__ import annotations
@@ -177,7 +178,9 @@ class PolicyNode(LifecycleNode):
             sub(CompressedImage, cfg.compressed_image_topic, self._on_compressed, qos.SENSOR, callback_group=inputs,
                 raw=True),
             sub(String, cfg.instruction_topic, self._on_instruction, qos.LATCHED, callback_group=inputs),
-            sub(PoseStamped, cfg.pose_topic, self._on_pose, qos.RELIABLE, callback_group=inputs),
+            # franka_robot_state_broadcaster publishes ~/current_pose BEST_EFFORT, keep last 1 (franka_ros2,
+            # franka_robot_state_broadcaster.cpp): a RELIABLE subscription would never receive it (qos.py)
+            sub(PoseStamped, cfg.pose_topic, self._on_pose, qos.ROBOT_STATE, callback_group=inputs),
             sub(Float64MultiArray, cfg.teleop_topic, self._on_teleop, qos.RELIABLE, callback_group=inputs),
             self.create_service(Trigger, "~/takeover", self._srv_takeover, callback_group=services),
             self.create_service(Trigger, "~/resume_policy", self._srv_resume, callback_group=services),
@@ -192,6 +195,7 @@ class PolicyNode(LifecycleNode):
             sys.setswitchinterval(cfg.python_switch_interval)
         self._engage_pending = cfg.engage_on_start
         self.telemetry.control.reset()
+        loop.envelope.reset()  # a new engage: no previous target or hold latch from before a deactivation
         self._active = True
         self.worker.start()
         self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick)

@@ -1,4 +1,4 @@
-"""QoS profiles per stream class, matching `mole_inference.data.schema` ("sensor", "reliable", "latched")."""
+"""QoS profiles per stream class, matching `mole_inference.data.schema` ("sensor", "state", "reliable", "latched")."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ from rclpy.qos import (
 
 SENSOR = qos_profile_sensor_data  # best effort, keep last 5: cameras (a late frame is worse than none)
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)  # commands, poses, deltas
+                      durability=DurabilityPolicy.VOLATILE)  # our own commands and deltas
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)  # instruction, active source, episode
 DIAGNOSTICS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
 
-BY_CLASS = {"sensor": SENSOR, "reliable": RELIABLE, "latched": LATCHED}
+# Robot state. franka_ros2's franka_robot_state_broadcaster publishes `~/current_pose` and its other convenience
+# topics (last_desired_pose, measured_joint_states, external wrench, ...) with `rclcpp::QoS(1).best_effort()`:
+# keep last 1, BEST_EFFORT, volatile (read in frankaemika/franka_ros2,
+# franka_robot_state_broadcaster/src/franka_robot_state_broadcaster.cpp, on_configure; older releases used
+# SystemDefaultsQoS, i.e. reliable). A RELIABLE subscription never matches a best-effort publisher; a
+# BEST_EFFORT subscription matches both, so every subscription to robot state uses ROBOT_STATE.
+ROBOT_STATE_PUBLISHER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                   reliability=ReliabilityPolicy.BEST_EFFORT,
+                                   durability=DurabilityPolicy.VOLATILE)  # exactly the broadcaster's (sim bridge)
+# depth 10 on our side only sizes the local queue: the recorder keeps every pose through an executor stall
+ROBOT_STATE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE)
+
+BY_CLASS = {"sensor": SENSOR, "state": ROBOT_STATE, "reliable": RELIABLE, "latched": LATCHED}
 
 
 def for_class(qos_class: str) -> QoSProfile:
-    """The profile for a schema QoS class name."""
+    """The subscription profile for a schema QoS class name."""
     return BY_CLASS[qos_class]

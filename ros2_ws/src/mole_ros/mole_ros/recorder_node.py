@@ -80,6 +80,8 @@ class RecorderNode(Node):
             if spec is None:
                 known = sorted(schema.EPISODE_TOPICS)
                 raise InputError(f"topic {topic!r} is not in the episode schema; known: {known}")
+            # the measured pose is class "state": franka_robot_state_broadcaster publishes it BEST_EFFORT, keep
+            # last 1 (franka_ros2 franka_robot_state_broadcaster.cpp), so we subscribe best effort (qos.py)
             self.create_subscription(conv.msg_class(spec.msgtype), topic, self._callback(topic, spec.msgtype),
                                      qos.for_class(spec.qos), raw=True)
         self._episode_pub = self.create_publisher(String, schema.EPISODE_TOPIC, qos.LATCHED)

@@ -1,11 +1,12 @@
 """`mole_sim_bridge`: the MuJoCo FR3 (`mole_inference.sim.SimEnv`) on the robot's topics, in real time.
 
-Out, like the robot: the wrist image on `/wrist_camera/image_raw` (rgb8, sensor-data QoS, `camera_rate` Hz),
-the measured TCP pose on `/franka_robot_state_broadcaster/current_pose` and the finger joints on
-`/franka_gripper/joint_states` every physics tick, and, like a user, the task's instruction on
-`/mole/instruction` (latched; `publish_instruction: false` to type your own). In, like the controllers: absolute
-targets on `/cartesian_impedance_controller/target_pose`, servoed to with the sim's IK (`SimEnv.step_to`),
-and finger widths (std_msgs/Float64, m) on `/mole/gripper/command`. So the policy node cannot tell sim from robot.
+Out, like the robot: the wrist image on `/wrist_camera/image_raw` (rgb8, sensor-data QoS, `camera_rate` Hz), the
+measured TCP pose on `/franka_robot_state_broadcaster/current_pose` (best effort, keep last 1, as the broadcaster
+publishes it) and the finger joints on `/franka_gripper/joint_states` every physics tick, and, like a user, the
+task's instruction on `/mole/instruction` (latched; `publish_instruction: false` to type your own). In, like the
+controllers: absolute targets on `/cartesian_impedance_controller/target_pose`, servoed to with the sim's IK
+(`SimEnv.step_to`), and finger widths (std_msgs/Float64, m) on `/mole/gripper/command`. So the policy node cannot
+tell sim from robot.
 
 Episodes: each ends on the task's success predicate or its time limit; the outcome goes out on
 `/mole/sim/status` (std_msgs/String JSON, `event`: start | success | timeout | reset) and the next episode
@@ -124,7 +125,9 @@ class SimBridgeNode(Node):
         services, commands = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         pub = self.create_publisher
         self._image_pub = pub(Image, cfg.image_topic, qos.SENSOR)
-        self._pose_pub = pub(PoseStamped, cfg.pose_topic, qos.RELIABLE)
+        # exactly like franka_robot_state_broadcaster (best effort, keep last 1, see qos.py), so a subscriber
+        # that could not hear the robot cannot hear the sim either
+        self._pose_pub = pub(PoseStamped, cfg.pose_topic, qos.ROBOT_STATE_PUBLISHER)
         self._joint_pub = pub(JointState, cfg.gripper_state_topic, qos.RELIABLE)
         self._instruction_pub = pub(String, cfg.instruction_topic, qos.LATCHED) if cfg.publish_instruction else None
         self._status_pub = pub(String, cfg.status_topic, STATUS_QOS)
