@@ -16,6 +16,7 @@ COMMANDS = [
     "stack",
     "demo",
     "train",
+    "data",
     "sim",
     "export",
     "build_engine",

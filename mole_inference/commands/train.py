@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", help="model config YAML (a preset's format, with a `training:` section)")
     src.add_argument("--preset", help="preset name instead of --config (default: tiny)")
-    p.add_argument("--data", required=True, help="folder of episode bags (searched recursively)")
+    p.add_argument("--data", required=True,
+                   help="folder of episode bags (searched recursively), or lerobot:DIR for a LeRobot v3 dataset")
+    p.add_argument("--image-key", help="LeRobot camera feature (default observation.images.wrist, or the only one)")
+    p.add_argument("--action-key", help="LeRobot 7-D EE delta action feature (default action)")
+    p.add_argument("--state-key", help="LeRobot state feature to check for (not used by the model)")
     p.add_argument("--out", required=True, help="output folder: checkpoints/, metrics.csv, tensorboard/")
     p.add_argument("--steps", type=int, help="total optimizer steps (training.max_steps)")
     p.add_argument("--batch-size", type=int, help="global batch (training.batch_size)")
@@ -54,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from mole_inference.config import to_dict
+    from mole_inference.training.dataset import BagDataset
     from mole_inference.training.distributed import init_distributed, shutdown
+    from mole_inference.training.sources import load_source_table
     from mole_inference.training.trainer import Trainer
 
     cfg = resolve_config(args)
@@ -62,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if ctx.is_main:
             log.info("resolved config:\n%s", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        trainer = Trainer(cfg, args.data, args.out, resume=args.resume, init=args.init, progress=args.progress,
-                          ctx=ctx)
+        table = load_source_table(args.data, cfg, args.image_key, args.action_key, args.state_key)
+        trainer = Trainer(cfg, BagDataset(table, cfg), args.out, resume=args.resume, init=args.init,
+                          progress=args.progress, ctx=ctx)
         result = trainer.fit()
         if ctx.is_main:
             print(f"trained to step {result.step} ({result.steps_run} steps, {result.steps_per_s:.2f} steps/s); "

@@ -47,4 +47,8 @@ def test_fsdp_matches_ddp(ddp_run, bag_root, tmp_path):
         b = load_file(fsdp_run / "checkpoints" / "step_0000003" / name)
         assert a.keys() == b.keys()
         for key in a:
+            if key.endswith("k_proj.bias"):
+                # A key bias adds q.b to every logit of a row, which softmax cancels: its true gradient is 0, and
+                # AdamW turns the float noise of the two reduction orders into full-size steps of random sign.
+                continue
             torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=f"{name}: {key}")

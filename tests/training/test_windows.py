@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from mole_inference.data.action_windows import resample_windows
 from mole_inference.data.bag_reader import read_episode
 from mole_inference.data.bag_writer import EpisodeBagWriter
 from mole_inference.data.episode_meta import EpisodeMetadata
 from mole_inference.data.images import rgb_to_image_msg
 from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC
-from mole_inference.training.windows import episode_samples, resample_windows
+from mole_inference.training.windows import episode_samples
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
