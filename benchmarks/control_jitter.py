@@ -1,6 +1,6 @@
 """Control-period jitter of `mole_policy` at 50 Hz while the model runs, and image-to-command latency.
 
-    python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread]
+    python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread] [--out DIR]
 
 For each preset (random weights) the policy node runs in this process with a MultiThreadedExecutor, as in
 `mole-vla stack`; a feeder (by default a separate process, like the camera driver and franka_ros2 on the
@@ -8,6 +8,8 @@ robot) publishes 640x480 rgb8 frames at 30 Hz, the measured pose at 100 Hz and a
 - jitter: |interval between control-timer callbacks - 20 ms|, p50 / p99 / max in ms, after a warm-up;
 - latency: image header stamp -> the first command computed from that image (ms);
 - inference ms per call. No thresholds: this prints numbers (table, and JSON with --json).
+With --out DIR it also writes control_jitter.json and the histograms behind the percentiles: control_jitter.png
+(jitter per preset) and control_latency.png (image-to-command latency and inference time).
 """
 
 from __future__ import annotations
@@ -120,7 +122,29 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
             "rate_hz": float(1 / iv.mean()) if iv.size else float("nan"),
             "jitter_p50_ms": pct(jitter, 50), "jitter_p99_ms": pct(jitter, 99), "jitter_max_ms": float(jitter.max()),
             "inference_calls": int(inf.size), "inference_ms_p50": pct(inf, 50),
-            "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99), "latency_samples": int(lat.size)}
+            "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99), "latency_samples": int(lat.size),
+            "samples": {"jitter_ms": jitter.tolist(), "latency_ms": lat.tolist(), "inference_ms": inf.tolist()}}
+
+
+def write_results(rows: list[dict], out: str) -> list[str]:
+    """control_jitter.json (rows with their samples) and the jitter / latency histograms as PNG in `out`."""
+    from pathlib import Path
+
+    from mole_inference.analysis.plots import histogram_png
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "control_jitter.json").write_text(json.dumps(rows, indent=1) + "\n")
+    jitter = {r["preset"]: r["samples"]["jitter_ms"] for r in rows}
+    timing = {}
+    for r in rows:
+        timing[f"{r['preset']} image to command"] = r["samples"]["latency_ms"]
+        timing[f"{r['preset']} inference"] = r["samples"]["inference_ms"]
+    return [str(folder / "control_jitter.json"),
+            str(histogram_png(jitter, folder / "control_jitter.png", "control period jitter |interval - 20 ms|",
+                              "jitter (ms)")),
+            str(histogram_png(timing, folder / "control_latency.png", "image-to-command latency and inference",
+                              "time (ms)"))]
 
 
 def main() -> None:
@@ -134,6 +158,7 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--min-inference-period", type=float, default=0.0, help="seconds between inference starts")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="folder for control_jitter.json + histogram PNGs (needs matplotlib)")
     p.add_argument("--feed", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -144,6 +169,9 @@ def main() -> None:
     domain = 1 + os.getpid() % 100
     rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
                     args.min_inference_period) for preset in args.presets]
+    if args.out:
+        print("wrote " + ", ".join(write_results(rows, args.out)))
+    rows = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
         return

@@ -16,6 +16,7 @@ COMMANDS = [
     "stack",
     "demo",
     "train",
+    "analyze",
     "data",
     "sim",
     "export",

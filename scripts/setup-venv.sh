@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install this project with the given extras (default: none), from the project's own files.
-#   bash scripts/setup-venv.sh "dev,export,train,ros,sim"
+#   bash scripts/setup-venv.sh "dev,export,train,ros,sim,plot"
 # torch is pinned to 2.13.0 here because an unpinned resolve pulls a multi-GB CUDA build on CPU machines;
 # on a CUDA workstation install your torch into .venv first and this step keeps it (pyproject: >=2.4,<2.14).
 set -euo pipefail

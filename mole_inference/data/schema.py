@@ -28,6 +28,8 @@ STRING_TYPE = "std_msgs/msg/String"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
 FLOAT64_TYPE = "std_msgs/msg/Float64"
 FLOAT64_ARRAY_TYPE = "std_msgs/msg/Float64MultiArray"
+FLOAT32_ARRAY_TYPE = "std_msgs/msg/Float32MultiArray"
+DIAGNOSTIC_ARRAY_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 
 IMAGE_TOPIC = "/wrist_camera/image_raw"
 COMPRESSED_IMAGE_TOPIC = "/wrist_camera/image_raw/compressed"
@@ -38,6 +40,8 @@ EE_DELTA_TOPIC = "/mole/ee_delta"
 GRIPPER_COMMAND_TOPIC = "/mole/gripper/command"
 ACTIVE_SOURCE_TOPIC = "/mole/active_source"
 EPISODE_TOPIC = "/mole/episode"
+ROUTING_TOPIC = "/mole/routing"
+DIAGNOSTICS_TOPIC = "/diagnostics"
 
 EE_DELTA_DIM = 7
 EE_DELTA_SOURCES = ("policy", "teleop", "hold")
@@ -67,6 +71,17 @@ EPISODE_TOPICS: dict[str, TopicSpec] = {
         TopicSpec(GRIPPER_COMMAND_TOPIC, FLOAT64_TYPE, "reliable"),
         TopicSpec(ACTIVE_SOURCE_TOPIC, STRING_TYPE, "latched"),
         TopicSpec(EPISODE_TOPIC, STRING_TYPE, "latched"),
+    )
+}
+
+# Published by the live stack but not part of an episode bag (record them with `ros2 bag record` to replay them):
+# routing = Float32MultiArray (2, K), row 0 = 1.0 where the layer ran, row 1 = router probabilities
+# (mole_ros.conversions.routing_to_msg); diagnostics = the policy node's timings (mole_ros.telemetry).
+TELEMETRY_TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec(ROUTING_TOPIC, FLOAT32_ARRAY_TYPE, "reliable"),
+        TopicSpec(DIAGNOSTICS_TOPIC, DIAGNOSTIC_ARRAY_TYPE, "reliable"),
     )
 }
 

@@ -67,8 +67,9 @@ def probe_instructions(policy: Policy, frames: int = 20, seed: int = 700_000, ho
             ee_xy = state.ee_pos[:2]
             cubes = {c: state.objects[cube_name(c)].pos[:2] for c in COLORS}
             motions = []
-            for k, color in enumerate(COLORS):
-                chunk = policy.infer(obs["wrist_rgb"], template.format(color=color), seed=seed + 97 * j + k)
+            for color in COLORS:
+                # one noise seed per frame: the colours differ only by their words
+                chunk = policy.infer(obs["wrist_rgb"], template.format(color=color), seed=seed + 97 * j)
                 motion = chunk.actions[:horizon, :2].sum(axis=0)
                 motions.append(motion)
                 hit = pointed_cube(motion, ee_xy, cubes) == color

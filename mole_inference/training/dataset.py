@@ -43,6 +43,7 @@ class SampleTable:
     instructions: list[str]
     tasks: list[str]
     episodes: list[Path]
+    frame_index: np.ndarray | None = None  # (F,) position of the frame in its episode (0 = first frame)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -51,7 +52,7 @@ class SampleTable:
     def from_episodes(cls, episodes: list[EpisodeSamples], image_size: int, source_weights: dict[str, float]
                       ) -> SampleTable:
         """Concatenate episodes, dropping samples whose source has weight 0 (default: hold)."""
-        rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep")}
+        rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep", "idx")}
         instructions: dict[str, int] = {}
         tasks: dict[str, int] = {}
         for e_id, ep in enumerate(episodes):
@@ -68,11 +69,12 @@ class SampleTable:
                                            for i in idx]))
             rows["task"].append(np.full(len(idx), t_id))
             rows["ep"].append(np.full(len(idx), e_id))
+            rows["idx"].append(idx)
         if not rows["frames"]:
             raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
-                   list(instructions), list(tasks), [ep.path for ep in episodes])
+                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"])
 
     def action_stats(self) -> ActionStats:
         """q01/q99 over the recorded (unpadded) actions; the gripper dimension stays unnormalized."""
@@ -142,9 +144,13 @@ class BagDataset(Dataset):
                 "actions": self.actions[i], "action_mask": self.action_mask[i]}
 
     def sample_weights(self) -> np.ndarray:
-        """Draw probabilities (F,): source weight, divided by the task's total when `task_balance`."""
+        """Draw probabilities (F,): source weight, times `early_weight` for an episode's first `early_frames`
+        frames (where the instruction decides which object to go for), divided by the task's total when
+        `task_balance`."""
         t = self.cfg.training
         w = np.array([t.source_weights.get(s, 0.0) for s in self.table.source], dtype=np.float64)
+        if t.early_frames > 0 and self.table.frame_index is not None:
+            w = np.where(self.table.frame_index < t.early_frames, w * t.early_weight, w)
         if t.task_balance:
             totals = np.bincount(self.table.task_id, weights=w)
             w = w / totals[self.table.task_id]

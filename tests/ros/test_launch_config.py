@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import yaml
+from mole_ros.launch_description import describe
 from mole_ros.stack import NODES, config_dir, default_config, node_factory, node_names
 
 pytestmark = pytest.mark.ros
@@ -68,3 +71,28 @@ def test_robot_and_sim_integrate_deltas_onto_the_previous_target(name):
     # under the impedance controller the measured pose lags: integrating from it makes the arm crawl
     data = yaml.safe_load((config_dir() / name).read_text())
     assert data["mole_policy"]["ros__parameters"]["control"]["safety"]["integrate_from"] == "target"
+
+
+def test_foxglove_argument_starts_foxglove_bridge(monkeypatch):
+    # launch / launch_ros are not on PyPI: stand-ins record what describe() builds
+    class Recorded:
+        def __init__(self, *args, **kwargs) -> None:
+            self.args, self.kwargs = args, kwargs
+
+    kinds = {n: type(n, (Recorded,), {}) for n in ("LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction",
+                                                    "IfCondition", "LaunchConfiguration", "Node", "LifecycleNode")}
+    for name, attrs in {"launch": ["LaunchDescription"], "launch.actions": ["DeclareLaunchArgument", "OpaqueFunction"],
+                        "launch.conditions": ["IfCondition"], "launch.substitutions": ["LaunchConfiguration"],
+                        "launch_ros": [], "launch_ros.actions": ["Node", "LifecycleNode"]}.items():
+        module = types.ModuleType(name)
+        for attr in attrs:
+            setattr(module, attr, kinds[attr])
+        monkeypatch.setitem(sys.modules, name, module)
+    entities = describe(config_dir() / "robot.yaml").args[0]
+    arguments = {e.args[0]: e.kwargs for e in entities if isinstance(e, kinds["DeclareLaunchArgument"])}
+    assert arguments["foxglove"]["default_value"] == "false"
+    assert arguments["foxglove_port"]["default_value"] == "8765"
+    (bridge,) = [e for e in entities if isinstance(e, kinds["Node"])]
+    assert (bridge.kwargs["package"], bridge.kwargs["executable"]) == ("foxglove_bridge", "foxglove_bridge")
+    assert bridge.kwargs["condition"].args[0].args == ("foxglove",)
+    assert bridge.kwargs["parameters"][0]["port"].args == ("foxglove_port",)

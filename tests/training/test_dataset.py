@@ -64,3 +64,13 @@ def test_sampler_mixes_tasks_and_splits_ranks(bag_root, micro_cfg):
     draws = np.concatenate([[i for i, _ in single.batch(s)] for s in range(200)])
     share = np.bincount(ds.table.task_id[draws], minlength=2) / len(draws)
     assert abs(share[0] - 0.5) < 0.05
+
+
+def test_early_frames_are_drawn_more_often(bag_root, micro_cfg):
+    table = load_table(bag_root, micro_cfg())
+    assert list(table.frame_index[:10]) == list(range(10))
+    plain = BagDataset(table, micro_cfg()).sample_weights()
+    early = BagDataset(table, micro_cfg(early_frames=3, early_weight=4.0)).sample_weights()
+    first, later = table.frame_index < 3, table.frame_index >= 3
+    np.testing.assert_allclose(early[first] / early[later].mean(), 4.0 * plain[first] / plain[later].mean())
+    assert early.sum() == pytest.approx(1.0)

@@ -86,7 +86,7 @@ class PolicyNodeConfig:
     twist_topic: str = help_field("/cartesian_controller/target_twist", "TwistStamped out (output=twist)")
     ee_delta_topic: str = help_field(schema.EE_DELTA_TOPIC, "applied delta + source out")
     gripper_topic: str = help_field(schema.GRIPPER_COMMAND_TOPIC, "std_msgs/Float64 width out (gripper=topic)")
-    routing_topic: str = help_field("/mole/routing", "Float32MultiArray (2, K): layers run, router probs")
+    routing_topic: str = help_field(schema.ROUTING_TOPIC, "Float32MultiArray (2, K): layers run, router probs")
     active_source_topic: str = help_field(schema.ACTIVE_SOURCE_TOPIC, "mux mode out (latched)")
 
     def __post_init__(self) -> None:
