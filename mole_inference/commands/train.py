@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="global batch (training.batch_size)")
     p.add_argument("--lr", type=float, help="constant learning rate (training.learning_rate)")
     p.add_argument("--seed", type=int, help="training.seed")
-    p.add_argument("--router", help="router.type: star, linear, full, ... (Tab. 3 ablations)")
+    p.add_argument("--router", help="router.type: star, linear, full, mod, dynamic_exit, ... (Tab. 1, 3 ablations)")
     p.add_argument("--distill", help="training.distill: none, mse, kl, reverse_kl, mse+reverse_kl")
     p.add_argument("--workers", type=int, help="data loader workers (training.num_workers)")
     p.add_argument("--init", help="checkpoint folder whose weights start the student")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from mole_inference.config.base import check, positive
 
-RouterType = Literal["star", "linear", "random", "early_exit", "full"]
+RouterType = Literal["star", "linear", "random", "early_exit", "full", "mod", "dynamic_exit"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class VisionConfig:
     siglip: EncoderConfig = field(default_factory=EncoderConfig)
     dinov2_weights: str | None = None  # local HF folder; random init when None
     siglip_weights: str | None = None
+    text_film: bool = False  # beyond the paper: image tokens modulated by the instruction (model/film.py)
 
     def __post_init__(self) -> None:
         positive(self, "image_size", "patch_size")
@@ -89,13 +90,21 @@ class RouterConfig:
     encoder_layers: int = 1  # temporal Transformer depth (Eq. 10)
     encoder_heads: int = 4
     encoder_ffn: int = 128
-    blend: Literal["alpha", "sum"] = "alpha"  # how S and T combine (Eq. 11-12); see STARRouter
+    # Defaults of the two options below are the behaviour checkpoints were trained with before they existed (a
+    # config.yaml without them loads as trained); the paper preset cogact-7b sets the paper's forms.
+    blend: Literal["alpha", "sum"] = "alpha"  # how S and T combine (Eq. 11-12); "sum" is Eq. 12 as printed
+    spatial_order: Literal["pool_mlp", "mlp_pool"] = "pool_mlp"  # Eq. 9: pool then MLP, or the paper's MLP then pool
     temperature: float = 1.0
     seed: int = 0  # random router only
+    mod_capacity: float = 0.5  # mod: share of the prompt's tokens each layer processes (cognition token included)
+    exit_threshold: float = 0.0  # dynamic_exit: relative change of the cognition feature below which it exits
+    exit_min_layers: int = 1  # dynamic_exit: layers run before an exit is allowed
 
     def __post_init__(self) -> None:
         positive(self, "num_active_layers", "proj_dim", "spatial_hidden", "encoder_layers", "encoder_heads",
-                 "encoder_ffn", "temperature")
+                 "encoder_ffn", "temperature", "exit_min_layers")
+        check(0.0 < self.mod_capacity <= 1.0, "mod_capacity", self.mod_capacity, "must be in (0, 1]")
+        check(self.exit_threshold >= 0.0, "exit_threshold", self.exit_threshold, "must be >= 0 (0 runs every layer)")
         check(self.proj_dim % self.encoder_heads == 0, "proj_dim", self.proj_dim,
               f"must be divisible by encoder_heads={self.encoder_heads}")
 
@@ -116,6 +125,9 @@ class ActionHeadConfig:
     ddim_eta: float = 0.0
     cfg_scale: float = 1.0  # > 1 enables classifier-free guidance with a learned null condition
     cond_dropout: float = 0.1  # probability of the null condition in training (enables CFG)
+    # DDIM clipping of the predicted x_0 to [-1, 1]: at every step (this code's original behaviour, the default so
+    # older checkpoints sample as before) or only the final sample, as CogACT samples (clip_denoised=False).
+    ddim_clip: Literal["every_step", "final"] = "every_step"
 
     def __post_init__(self) -> None:
         positive(self, "hidden_size", "depth", "num_heads", "chunk_size", "action_dim", "train_timesteps",
@@ -160,12 +172,17 @@ class TrainingConfig:
     load_balance: Literal["switch", "cv", "none"] = "switch"
     toi_scaled: bool = True  # Eq. 14 scores divided by sqrt(d) before the sigmoid; False: as printed
     kl_temperature: float = 1.0  # softmax temperature over the feature dim (Eq. 16)
+    # Eq. 16's mask M: "in_softmax" multiplies the features inside the softmax (the original reading, default so
+    # runs resumed from older configs keep their loss); "token_weight" weights each token's KL term (the paper's).
+    kl_mask: Literal["in_softmax", "token_weight"] = "in_softmax"
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     crop_scale: float = 0.9  # random crop keeps an area fraction in [crop_scale, 1] (CogACT: 0.9)
     color_jitter: float = 0.1  # brightness/contrast jitter amplitude; 0 disables
     task_balance: bool = True  # every task equally likely per draw (mixed-task sampling)
     source_weights: dict[str, float] = field(default_factory=_default_source_weights)
+    early_frames: int = 0  # an episode's first frames drawn `early_weight` times as often (0: off)
+    early_weight: float = 1.0  # they show every object, so the instruction alone decides where to go
     num_workers: int = 2
     log_every: int = 10
     checkpoint_every: int = 250
@@ -179,6 +196,8 @@ class TrainingConfig:
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
         for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        check(self.early_frames >= 0, "early_frames", self.early_frames, "must be >= 0")
+        check(self.early_weight > 0, "early_weight", self.early_weight, "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule, "must be constant or cosine")
         check(0.0 < self.crop_scale <= 1.0, "crop_scale", self.crop_scale, "must be in (0, 1]")
@@ -203,6 +222,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check(self.router.num_active_layers <= self.llm.num_layers, "router.num_active_layers",
               self.router.num_active_layers, f"must be <= llm.num_layers={self.llm.num_layers}")
+        check(self.router.exit_min_layers <= self.llm.num_layers, "router.exit_min_layers",
+              self.router.exit_min_layers, f"must be <= llm.num_layers={self.llm.num_layers}")
         positive(self, "action_dt")
 
     @property

@@ -23,6 +23,19 @@ from mole_inference.errors import ConfigError
 from mole_inference.model.llm import attention_bias
 
 EXPORTABLE_ROUTERS = ("star", "linear", "early_exit", "full")
+_NOT_EXPORTABLE = {
+    "random": "its draws happen on the host",
+    "mod": "it routes tokens inside every layer, which the per-layer stages do not express",
+    "dynamic_exit": "its exit test runs between layers, which the staged runtimes do not implement",
+}
+
+
+def check_exportable(router_type: str, what: str = "exported") -> None:
+    """Raise ConfigError naming `router_type` unless the exported stages can run it."""
+    if router_type not in EXPORTABLE_ROUTERS:
+        why = _NOT_EXPORTABLE.get(router_type, "it has no exported form")
+        raise ConfigError(f"router.type={router_type!r} cannot be {what} ({why}); use one of "
+                          f"{list(EXPORTABLE_ROUTERS)}, or the torch backend")
 
 
 def layer_stage(idx: int) -> str:
@@ -135,9 +148,7 @@ class DenoiseStage(nn.Module):
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Torch module of every stage, keyed like `stage_io`."""
     cfg: ModelConfig = model.cfg
-    if cfg.router.type not in EXPORTABLE_ROUTERS:
-        raise ConfigError(f"router.type={cfg.router.type!r} cannot be exported (its draws happen on the host); "
-                          f"use one of {list(EXPORTABLE_ROUTERS)}")
+    check_exportable(cfg.router.type)
     mods: dict[str, nn.Module] = {"vision": VisionStage(model), "router": RouterStage(model)}
     mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
     mods["cognition"] = CognitionStage(model)

@@ -43,20 +43,27 @@ class DDIMScheduler:
     @torch.no_grad()
     def sample(self, eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Run DDIM from `noise` (B, C, A) with eps_fn(x_t, t) -> eps; returns x_0 clipped to [-1, 1]."""
+        """Run DDIM from `noise` (B, C, A) with eps_fn(x_t, t) -> eps; returns x_0 clipped to [-1, 1].
+
+        `ddim_clip: every_step` clips each step's predicted x_0 (and re-derives eps from it); `final` leaves the
+        loop unclipped and clips only the returned sample, as CogACT does (clip_denoised=False).
+        """
         x = noise
         steps = self.timesteps()
         abars = self.alphas_cumprod
+        every_step = self.cfg.ddim_clip == "every_step"
         for i, t in enumerate(steps):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             a_t = float(abars[t])
             a_prev = float(abars[t_prev]) if t_prev >= 0 else 1.0
             tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             eps = eps_fn(x, tt)
-            x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1.0, 1.0)
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # consistent with the clipped x0
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            if every_step:
+                x0 = x0.clamp(-1.0, 1.0)
+                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # consistent with the clipped x0
             sigma = self.cfg.ddim_eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
             x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0:
                 x = x + sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return x
+        return x if every_step else x.clamp(-1.0, 1.0)

@@ -12,9 +12,9 @@ def vit_flops(enc: EncoderConfig, tokens: int, patch_dim: int) -> int:
     return 2 * tokens * patch_dim * d + enc.num_layers * per_layer
 
 
-def llm_layer_flops(cfg: ModelConfig) -> int:
-    """One LLaMA decoder layer over the whole prompt (S tokens)."""
-    llm, s = cfg.llm, cfg.seq_len
+def llm_layer_flops(cfg: ModelConfig, tokens: int | None = None) -> int:
+    """One LLaMA decoder layer over the whole prompt (S tokens), or over `tokens` of them (MoD)."""
+    llm, s = cfg.llm, cfg.seq_len if tokens is None else tokens
     d = llm.hidden_size
     d_kv = d // llm.num_heads * (llm.num_kv_heads or llm.num_heads)
     return 2 * s * (2 * d * d + 2 * d * d_kv) + 4 * s * s * d + 2 * s * 3 * d * llm.intermediate_size
@@ -31,9 +31,15 @@ def stage_flops(cfg: ModelConfig) -> dict[str, int]:
     if r.type == "star":
         d1 = r.proj_dim
         enc = r.encoder_layers * (2 * t * (4 * d1 * d1 + 2 * d1 * r.encoder_ffn) + 4 * t * t * d1)
-        router = 2 * (n + t) * d * d1 + 2 * (d1 * r.spatial_hidden + r.spatial_hidden * k) + enc + 2 * d1 * (k + 1)
+        per_token = n if r.spatial_order == "mlp_pool" else 1  # Eq. 9's first MLP layer: per image token or pooled
+        spatial = 2 * (per_token * d1 * r.spatial_hidden + r.spatial_hidden * k)
+        router = 2 * (n + t) * d * d1 + spatial + enc + 2 * d1 * (k + 1)
     elif r.type == "linear":
         router = 2 * d * k
+    elif r.type == "mod":  # one token scorer per layer over the whole prompt
+        router = k * 2 * cfg.seq_len * d
+    elif r.type == "dynamic_exit":  # per layer run: RMSNorm of the cognition token and the relative change
+        router = k * 10 * d
     else:
         router = 0
     w, c = a.hidden_size, a.chunk_size + 1
@@ -50,6 +56,21 @@ def step_flops(cfg: ModelConfig, active_layers: int | None = None) -> int:
     if active_layers is None:
         return f["vision"] + f["llm_layer"] * f["llm_layers"] + f["action_head"]
     return f["vision"] + f["router"] + f["llm_layer"] * active_layers + f["action_head"]
+
+
+def routed_step_flops(cfg: ModelConfig) -> int:
+    """FLOPs of one step as `cfg.router` runs it: k layers for the layer routers, K for `full`, K layers over
+    c = mod_capacity * S tokens for `mod`; for `dynamic_exit`, whose depth depends on the input, k layers
+    (num_active_layers, the mean its threshold is calibrated to)."""
+    from mole_inference.model.mod import mod_capacity
+
+    r, f = cfg.router, stage_flops(cfg)
+    if r.type == "full":
+        return step_flops(cfg)
+    if r.type == "mod":
+        c = mod_capacity(cfg.seq_len, r.mod_capacity)
+        return f["vision"] + f["router"] + f["llm_layers"] * llm_layer_flops(cfg, c) + f["action_head"]
+    return step_flops(cfg, r.num_active_layers)
 
 
 def parameter_counts(model) -> dict[str, int]:

@@ -87,6 +87,15 @@ class MoLeLLM(nn.Module):
         """One decoder layer: (B, S, D) -> (B, S, D)."""
         return self.layers[idx](h, attention_mask=bias, position_embeddings=rope)
 
+    def run_layer_on(self, idx: int, h: torch.Tensor, key_mask: torch.Tensor, positions: torch.Tensor
+                     ) -> torch.Tensor:
+        """One decoder layer over a subset of the prompt (Mixture-of-Depths): tokens h (B, c, D) taken at
+        ascending `positions` (B, c) of the prompt, their key mask (B, c). They attend causally among themselves
+        only and keep their rotary positions. Returns (B, c, D)."""
+        bias = attention_bias(key_mask, h.dtype)  # ascending positions: causal order = index order
+        rope = self.rotary_emb(h, position_ids=positions)
+        return self.layers[idx](h, attention_mask=bias, position_embeddings=rope)
+
     def forward(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int] | None = None,
                 gate: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states after the final norm (B, S, D); see the class docstring for `layers` / `gate`."""

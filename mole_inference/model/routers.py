@@ -60,8 +60,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class STARRouter(Router):
     """Spatial-Temporal Aware Router (Eq. 8-12).
 
-    h_img = v W_p, h_text = l W_p (Eq. 8); S = W_s2 GELU(W_s1 pool(h_img) + b) (Eq. 9), the image tokens
-    average-pooled first, which keeps translation invariance and costs one MLP call; T = W_t avgpool(
+    h_img = v W_p, h_text = l W_p (Eq. 8); S from the image tokens (Eq. 9) with `spatial_order`: "pool_mlp"
+    (default, what older checkpoints were trained with) S = W_s2 GELU(W_s1 pool(h_img) + b), one MLP call;
+    "mlp_pool" (the paper's order) S = pool(W_s2 GELU(W_s1 h_img + b)), the MLP per token, then the average
+    pool (computed as W_s2 pool(GELU(...)), equal since W_s2 is linear and bias-free); T = W_t avgpool(
     Transformer(h_text)) over the real (unpadded) text tokens (Eq. 10); alpha = sigmoid(w_tau . h_text[CLS]
     + b_tau) with h_text[CLS] the temporal encoder's output at the first (BOS) position (Eq. 11): it has attended
     to the whole instruction, whereas the raw BOS projection is the same for every instruction.
@@ -69,7 +71,10 @@ class STARRouter(Router):
     Eq. 12 writes G = S + T while the text says alpha "blends and sharpens" with higher alpha favouring the
     spatial scores. We read it as the convex blend G = alpha * S + (1 - alpha) * T, softmax-normalised at
     `temperature`: alpha = 1/2 recovers Eq. 12 up to a factor of 2 (softmax sharpness), and a confident
-    alpha concentrates G on one branch. `blend: sum` uses Eq. 12 literally (alpha unused).
+    alpha concentrates G on one branch. `blend: sum` uses Eq. 12 literally; alpha is then unused and its
+    parameters are frozen (DDP refuses trainable parameters without gradients) but kept, so checkpoints of
+    either blend load into the other. "alpha" stays the dataclass default because checkpoints trained before
+    the option existed were trained with it; the paper preset (cogact-7b) sets "sum".
     """
 
     def __init__(self, cfg: RouterConfig, num_layers: int, width: int) -> None:
@@ -83,9 +88,14 @@ class STARRouter(Router):
         self.temporal_encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
         self.temporal_head = nn.Linear(d1, num_layers, bias=False)  # W_t (Eq. 10)
         self.sharpness = nn.Linear(d1, 1)  # w_tau, b_tau (Eq. 11)
+        if cfg.blend == "sum":
+            self.sharpness.requires_grad_(False)
 
     def spatial_scores(self, h_img: torch.Tensor) -> torch.Tensor:
-        """S (B, K) from projected image tokens (B, N, d1) (Eq. 9)."""
+        """S (B, K) from projected image tokens (B, N, d1) (Eq. 9), in the configured `spatial_order`."""
+        if self.cfg.spatial_order == "mlp_pool":
+            first, act, last = self.spatial
+            return last(act(first(h_img)).mean(dim=1))  # (B, N, h) -> (B, h) -> (B, K)
         return self.spatial(h_img.mean(dim=1))
 
     def encode_text(self, h_text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
@@ -168,9 +178,44 @@ class FullRouter(_FixedRouter):
         return torch.zeros(self.num_layers)
 
 
+class DynamicExitRouter(EarlyExitRouter):
+    """DeeR-style dynamic early exit: layers in order, stopping once the cognition feature settles.
+
+    The scores rank layers like `EarlyExitRouter` with k = K (training runs every layer); at inference
+    `MoLeVLA` stops after layer j when the cognition feature's relative change falls below
+    `exit_threshold` (model/dynamic_exit.py; `calibrate_exit_threshold` sets it for a mean depth).
+    """
+
+    def __init__(self, cfg: RouterConfig, num_layers: int, width: int) -> None:
+        super().__init__(cfg, num_layers, width)
+        self.k = num_layers
+
+
+class MoDRouter(Router):
+    """Mixture-of-Depths baseline (Raposo et al. 2024): token routing inside every layer, not layer routing.
+
+    One linear scorer per layer (`scorer` row i scores the tokens entering layer i); the top
+    `mod_capacity` share of the prompt goes through the block, the rest skip it, the cognition token always
+    goes through (model/mod.py). Its layer scores are uniform with k = K: every layer runs, on c tokens.
+    """
+
+    def __init__(self, cfg: RouterConfig, num_layers: int, width: int) -> None:
+        super().__init__(cfg, num_layers, width)
+        self.k = num_layers
+        self.scorer = nn.Linear(width, num_layers)
+
+    def token_scores(self, idx: int, h: torch.Tensor) -> torch.Tensor:
+        """Router logits r_i (B, S) of the tokens h (B, S, D) entering layer `idx`."""
+        w, b = self.scorer.weight[idx], self.scorer.bias[idx]
+        return h @ w.to(h.dtype) + b.to(h.dtype)
+
+    def forward(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> RouterOutput:
+        return self._out(img.new_zeros((img.shape[0], self.num_layers)))
+
+
 ROUTERS: dict[str, type[Router]] = {
     "star": STARRouter, "linear": LinearRouter, "random": RandomRouter,
-    "early_exit": EarlyExitRouter, "full": FullRouter,
+    "early_exit": EarlyExitRouter, "full": FullRouter, "mod": MoDRouter, "dynamic_exit": DynamicExitRouter,
 }
 
 

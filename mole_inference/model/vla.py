@@ -13,7 +13,10 @@ from torch import nn
 from mole_inference.config.model import ModelConfig
 from mole_inference.model.action_head import DiTActionHead
 from mole_inference.model.diffusion import DDIMScheduler
+from mole_inference.model.dynamic_exit import run_with_exit
+from mole_inference.model.film import TextFiLM
 from mole_inference.model.llm import MoLeLLM
+from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
 
 
@@ -29,6 +32,7 @@ class MoLeVLA(nn.Module):
         self.vision = FusedVisionEncoder(cfg.vision, d)
         self.llm = MoLeLLM(cfg.llm)
         self.router = build_router(cfg.router, cfg.llm.num_layers, d)
+        self.text_film = TextFiLM(d) if cfg.vision.text_film else None  # beyond the paper, off by default
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.cognition_token, std=0.02)
         self.action_head = DiTActionHead(cfg.action_head, d)
@@ -54,8 +58,13 @@ class MoLeVLA(nn.Module):
 
     def prompt(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[image | text | cognition] embeddings (B, S, D) and the key mask (B, S)."""
+        """[image | text | cognition] embeddings (B, S, D) and the key mask (B, S).
+
+        With `vision.text_film` the image tokens are modulated by the instruction first (model/film.py).
+        """
         b = img.shape[0]
+        if self.text_film is not None:
+            img = self.text_film(img, text, text_mask)  # (B, N, D)
         h = torch.cat([img, text, self.cognition_token.expand(b, -1, -1).to(img.dtype)], dim=1)
         ones = torch.ones((b, img.shape[1]), dtype=torch.bool, device=img.device)
         key_mask = torch.cat([ones, text_mask, ones[:, :1]], dim=1)
@@ -70,6 +79,26 @@ class MoLeVLA(nn.Module):
                       gate: torch.Tensor | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, S, D); the cognition feature is the last token."""
         return self.llm(h, key_mask, layers=layers, gate=gate)
+
+    def run_layers(self, h: torch.Tensor, key_mask: torch.Tensor, chosen: list[list[int]], routed: bool = True
+                   ) -> tuple[torch.Tensor, list[list[int]]]:
+        """Cognition features (B, D) after running each sample's `chosen` layers; returns the layers that ran.
+
+        With `routed`, the token-routing (mod) and dynamic-exit routers act inside the chosen layers; without,
+        the chosen layers run on every token (a forced layer set, e.g. the full model).
+        """
+        kind = self.cfg.router.type
+        if routed and kind == "dynamic_exit":
+            r = self.cfg.router
+            hidden, ran = run_with_exit(self.llm, h, key_mask, r.exit_threshold, r.exit_min_layers)
+            return hidden[:, -1], [list(range(int(n))) for n in ran]
+        if routed and kind == "mod":
+            return mod_forward(self.llm, self.router, h, key_mask, self.cfg.router.mod_capacity)[:, -1], chosen
+        if all(c == chosen[0] for c in chosen):
+            return self.hidden_states(h, key_mask, layers=chosen[0])[:, -1], chosen
+        # different layers per sample: run each on its own
+        return torch.cat([self.hidden_states(h[i : i + 1], key_mask[i : i + 1], layers=c)[:, -1]
+                          for i, c in enumerate(chosen)]), chosen
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cognition: torch.Tensor) -> torch.Tensor:
         """One eps prediction (B, C, A); with cfg_scale > 1 it mixes conditional and null predictions."""
@@ -97,23 +126,23 @@ class MoLeVLA(nn.Module):
         out = self.route(img, text, text_mask)
         chosen = [list(layers)] * img.shape[0] if layers is not None else self.select(out)
         h, key_mask = self.prompt(img, text, text_mask)
-        if all(c == chosen[0] for c in chosen):
-            cog = self.hidden_states(h, key_mask, layers=chosen[0])[:, -1]
-        else:  # different layers per sample: run each on its own
-            cog = torch.cat([self.hidden_states(h[i : i + 1], key_mask[i : i + 1], layers=c)[:, -1]
-                             for i, c in enumerate(chosen)])
+        cog, chosen = self.run_layers(h, key_mask, chosen, routed=layers is None)
         return cog, out, chosen
 
     def forward_train(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
                       full: bool = False) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
         """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
 
-        `full=True` runs every layer (the CogKD teacher).
+        `full=True` runs every layer on every token (the CogKD teacher). With the mod router every layer runs
+        on its top-c tokens (the gate is all ones); dynamic_exit trains every layer (it exits at inference only).
         """
         img, text = self.encode_image(pixels), self.embed_text(ids)
         out = self.route(img, text, text_mask)
         h, key_mask = self.prompt(img, text, text_mask)
         if full:
             return self.hidden_states(h, key_mask), out, torch.ones_like(out.probs)
+        if self.cfg.router.type == "mod":
+            hidden = mod_forward(self.llm, self.router, h, key_mask, self.cfg.router.mod_capacity, train=True)
+            return hidden, out, torch.ones_like(out.probs)
         gate = straight_through_gate(out.probs, self.router.k)
         return self.hidden_states(h, key_mask, gate=gate), out, gate

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mole_inference.config.model import ModelConfig
+from mole_inference.export.stages import check_exportable
 from mole_inference.model.action_stats import ActionStats
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.routers import topk_mask
@@ -27,7 +28,11 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class StagedPolicy(Policy):
     """A Policy whose stages run in an engine; subclasses implement `run` (see TorchPolicy.run for its contract)."""
 
+    exported_stages = True  # runs the exported stages: only router types those can express (see export.stages)
+
     def __init__(self, cfg: ModelConfig, stats: ActionStats, k: int) -> None:
+        if self.exported_stages:
+            check_exportable(cfg.router.type, f"run by {type(self).__name__}")
         self.cfg, self.stats, self.k = cfg, stats, k
         self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size, cfg.llm.text_tokenizer)
         self.scheduler = DDIMScheduler(cfg.action_head)

@@ -54,6 +54,8 @@ class StageTimer:
 class TorchPolicy(StagedPolicy):
     """MoLe-VLA in PyTorch behind the Policy contract (host-side steps shared with the exported backends)."""
 
+    exported_stages = False  # runs the torch model: every router type, mod and dynamic_exit included
+
     def __init__(self, model: torch.nn.Module, cfg: ModelConfig, stats: ActionStats, device: str = "cpu",
                  dtype: str = "float32") -> None:
         self.device, self.dtype = resolve_device(device, dtype)
@@ -63,7 +65,8 @@ class TorchPolicy(StagedPolicy):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32",
                         router: str | None = None) -> TorchPolicy:
-        """Load a checkpoint folder; `router` swaps the router type (ablations: random, early_exit, full)."""
+        """Load a checkpoint folder; `router` swaps the router type (ablations: random, early_exit, full, and
+        mod / dynamic_exit, whose own settings come from the checkpoint's router section)."""
         from mole_inference.config import from_dict, to_dict
         from mole_inference.model.checkpoint import load_checkpoint, read_checkpoint_config
 
@@ -110,9 +113,10 @@ class TorchPolicy(StagedPolicy):
         with timer("router"):
             out = m.route(img, text, mask)
             chosen = list(layers) if layers is not None else m.select(out)[0]
-        with timer("llm"):
+        with timer("llm"):  # mod and dynamic_exit act inside the chosen layers; a forced set runs as given
             h, key_mask = m.prompt(img, text, mask)
-            cognition = m.hidden_states(h, key_mask, layers=chosen)[:, -1]
+            cognition, ran = m.run_layers(h, key_mask, [chosen], routed=layers is None)
+            chosen = ran[0]
         with timer("action_head"):
             x = torch.from_numpy(noise).to(self.device, self.dtype)
             actions = m.sample_actions(cognition, x)

@@ -15,10 +15,18 @@ Readings where the printed equations leave room (each also stated on its functio
 - Eq. 15: "1/N ||.||^2" is averaged over the valid (unpadded) tokens and the feature dimension, so its
   scale does not grow with the LLM width and lambda_1,2 keep their meaning next to the per-element Eq. 6.
   mu has no bias, so a token with M = 0 contributes exactly 0.
-- Eq. 16: hidden states are not distributions; each masked token M * f is turned into one with a softmax
+- Eq. 16: hidden states are not distributions; each token's features are turned into one with a softmax
   over the feature dimension (temperature tau), and the loss is KL(p_s || p_t) = sum p_s (log p_s - log p_t)
-  (reverse KL, student first, as in MiniLLM), averaged over valid tokens. A token with M = 0 gives two
-  uniform distributions and contributes 0.
+  (reverse KL, student first, as in MiniLLM), averaged over valid tokens. Where the mask M goes is
+  `training.kl_mask`:
+  - "token_weight" (the paper's reading: M selects how much each token is distilled, as in Eq. 15):
+    sum_n M_n KL(softmax(f^s_n / tau) || softmax(f^t_n / tau)) / N_valid;
+  - "in_softmax" (this code's original reading, still the dataclass default): KL(softmax(M f^s / tau) ||
+    softmax(M f^t / tau)), i.e. M acts as a per-token inverse temperature; a token with M = 0 gives two
+    uniform distributions and contributes 0.
+  Both readings give the same `training.distill` modes (reverse_kl, kl, mse+reverse_kl) and the same zero for
+  M = 0; the default stays "in_softmax" so that a run resumed from a config.yaml written before the option
+  existed keeps the loss it started with. The paper preset (cogact-7b) sets "token_weight".
 """
 
 from __future__ import annotations
@@ -111,21 +119,36 @@ def _token_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 
-def cog_reverse_kl(f_t: torch.Tensor, f_s: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
-                   temperature: float = 1.0) -> torch.Tensor:
-    """L_cog-reversekl (Eq. 16): KL(softmax(M f^s / tau) || softmax(M f^t / tau)) over features, token mean.
+KL_MASKS = ("in_softmax", "token_weight")
 
-    f_t, f_s: (B, N, D); mask, valid: (B, N). See the module docstring for this reading.
+
+def masked_token_kl(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
+                    temperature: float = 1.0, kl_mask: str = "in_softmax") -> torch.Tensor:
+    """KL(softmax(p) || softmax(q)) per token over features, masked by M as `kl_mask` says, valid-token mean.
+
+    p, q: (B, N, D) features; mask M, valid: (B, N). See the module docstring (Eq. 16) for the two readings.
     """
-    m = mask.unsqueeze(-1)
-    return _valid_mean(_token_kl(m * f_s / temperature, m * f_t / temperature), valid)
+    if kl_mask == "token_weight":
+        return _valid_mean(mask * _token_kl(p / temperature, q / temperature), valid)
+    if kl_mask == "in_softmax":
+        m = mask.unsqueeze(-1)
+        return _valid_mean(_token_kl(m * p / temperature, m * q / temperature), valid)
+    raise ConfigError(f"training.kl_mask={kl_mask!r}: expected one of {list(KL_MASKS)}")
+
+
+def cog_reverse_kl(f_t: torch.Tensor, f_s: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
+                   temperature: float = 1.0, kl_mask: str = "in_softmax") -> torch.Tensor:
+    """L_cog-reversekl (Eq. 16): KL(p_s || p_t) per token, masked by M (`kl_mask`), token mean.
+
+    f_t, f_s: (B, N, D); mask, valid: (B, N). See the module docstring for the readings.
+    """
+    return masked_token_kl(f_s, f_t, mask, valid, temperature, kl_mask)
 
 
 def cog_forward_kl(f_t: torch.Tensor, f_s: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
-                   temperature: float = 1.0) -> torch.Tensor:
+                   temperature: float = 1.0, kl_mask: str = "in_softmax") -> torch.Tensor:
     """Forward-KL variant of Eq. 16 (Tab. 3 "KL"): KL(p_t || p_s), same distributions as `cog_reverse_kl`."""
-    m = mask.unsqueeze(-1)
-    return _valid_mean(_token_kl(m * f_t / temperature, m * f_s / temperature), valid)
+    return masked_token_kl(f_t, f_s, mask, valid, temperature, kl_mask)
 
 
 def cog_loss(mimic: torch.Tensor, reverse_kl: torch.Tensor, lambda1: float = 0.5) -> torch.Tensor:
@@ -135,18 +158,19 @@ def cog_loss(mimic: torch.Tensor, reverse_kl: torch.Tensor, lambda1: float = 0.5
 
 def distillation_loss(mode: str, f_t: torch.Tensor, f_s: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
                       mu: Callable[[torch.Tensor], torch.Tensor] | None = None, lambda1: float = 0.5,
-                      temperature: float = 1.0) -> dict[str, torch.Tensor]:
+                      temperature: float = 1.0, kl_mask: str = "in_softmax") -> dict[str, torch.Tensor]:
     """The CogKD variant of Tab. 3 named by `mode`: {"cog": loss, and its parts}.
 
-    mse: Eq. 15 alone; kl: forward KL; reverse_kl: Eq. 16 alone; mse+reverse_kl: Eq. 17.
+    mse: Eq. 15 alone; kl: forward KL; reverse_kl: Eq. 16 alone; mse+reverse_kl: Eq. 17. `kl_mask` picks
+    the reading of M in the KL terms (module docstring); it does not change what the modes mean.
     """
     out: dict[str, torch.Tensor] = {}
     if mode in ("mse", "mse+reverse_kl"):
         out["cog_mimic"] = cog_mimic_loss(f_t, f_s, mask, valid, mu)
     if mode in ("reverse_kl", "mse+reverse_kl"):
-        out["cog_reverse_kl"] = cog_reverse_kl(f_t, f_s, mask, valid, temperature)
+        out["cog_reverse_kl"] = cog_reverse_kl(f_t, f_s, mask, valid, temperature, kl_mask)
     if mode == "kl":
-        out["cog_kl"] = cog_forward_kl(f_t, f_s, mask, valid, temperature)
+        out["cog_kl"] = cog_forward_kl(f_t, f_s, mask, valid, temperature, kl_mask)
     if mode == "mse+reverse_kl":
         out["cog"] = cog_loss(out["cog_mimic"], out["cog_reverse_kl"], lambda1)
     elif mode in ("mse", "reverse_kl", "kl"):

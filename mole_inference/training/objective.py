@@ -101,7 +101,7 @@ class MoLeObjective(nn.Module):
             f_t = teacher_hidden.detach()
             toi = tokens_of_interest(f_t[:, -1], cog, hidden, valid, t.toi_scaled).detach()  # (B, S)
             parts.update(distillation_loss(t.distill, f_t, hidden, toi, valid, self.mu, t.lambda_cog_kl,
-                                           t.kl_temperature))
+                                           t.kl_temperature, t.kl_mask))
             parts["toi_mean"] = (toi.sum() / valid.sum()).detach()
         else:
             parts["cog"] = hidden.new_zeros(())

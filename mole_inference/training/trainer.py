@@ -261,7 +261,8 @@ def _load_init(student: MoLeVLA, path: Path) -> None:
 
     read_checkpoint_config(path)  # typed error when files are missing
     missing, unexpected = student.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
-    bad = [k for k in [*missing, *unexpected] if not k.startswith("router.")]
+    fresh = ("router.", "text_film.")  # modules a run may add to a trained model (zero-init FiLM starts as identity)
+    bad = [k for k in [*missing, *unexpected] if not k.startswith(fresh)]
     if bad:
         raise ConfigError(f"--init {path}: weights do not match this config ({sorted(bad)[:5]})")
     log.info("initialized the student from %s%s", path, " (router left fresh)" if missing else "")

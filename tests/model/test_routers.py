@@ -157,3 +157,47 @@ def test_linear_router_depends_on_input():
     a = r(torch.randn(1, 4, 8), torch.randn(1, 3, 8), m).logits
     b = r(torch.randn(1, 4, 8), torch.randn(1, 3, 8), m).logits
     assert not torch.allclose(a, b)
+
+
+def test_eq9_order_paper_mlp_then_pool_differs_from_pool_then_mlp(star):
+    """spatial_order: pool_mlp = MLP(pool(h)) (default); mlp_pool = pool(MLP(h)), the paper's order."""
+    h_img = torch.tensor([[[1.0, 2.0], [3.0, 0.0]]])
+    a, b = gelu(2.0 + 0.5), gelu(1.0 - 1.0)  # pooled [2, 1], then the MLP
+    assert torch.allclose(star.spatial_scores(h_img), torch.tensor([[a, b, a + b]]), atol=1e-6)
+    star.cfg.spatial_order = "mlp_pool"
+    # per token: [1 + 0.5, 2 - 1] and [3 + 0.5, 0 - 1] through GELU, averaged, then W_s2
+    g1, g2 = (gelu(1.5) + gelu(3.5)) / 2, (gelu(1.0) + gelu(-1.0)) / 2
+    paper = star.spatial_scores(h_img)
+    assert torch.allclose(paper, torch.tensor([[g1, g2, g1 + g2]]), atol=1e-6)
+    assert not torch.allclose(paper, torch.tensor([[a, b, a + b]]), atol=1e-3)
+
+
+def test_eq9_mlp_pool_equals_the_mlp_on_every_token_then_the_mean():
+    torch.manual_seed(0)
+    cfg = RouterConfig(num_active_layers=2, proj_dim=8, spatial_hidden=8, encoder_heads=2, encoder_ffn=16,
+                       spatial_order="mlp_pool")
+    r = STARRouter(cfg, num_layers=4, width=8)
+    h_img = torch.randn(2, 5, 8)
+    assert torch.allclose(r.spatial_scores(h_img), r.spatial(h_img).mean(dim=1), atol=1e-6)
+
+
+def test_eq12_sum_is_the_paper_preset_and_alpha_the_dataclass_default():
+    from mole_inference.config import preset
+
+    assert RouterConfig().blend == "alpha" and RouterConfig().spatial_order == "pool_mlp"  # older checkpoints
+    cfg = preset("cogact-7b")
+    assert cfg.router.blend == "sum" and cfg.router.spatial_order == "mlp_pool"
+    assert cfg.action_head.ddim_clip == "final" and cfg.training.kl_mask == "token_weight"
+
+
+def test_eq12_sum_forward_ignores_alpha(star):
+    img = torch.tensor([[[1.0, 0.5], [3.0, 0.0]]])
+    text = torch.tensor([[[0.5, 0.75], [1.5, 0.25]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    star.cfg.blend = "sum"
+    a, b = gelu(2.5), gelu(-0.5)
+    logits = torch.tensor([[a, b, a + b]]) + torch.tensor([[1.0, 1.0, -1.0]])  # S + T (Eq. 12)
+    assert torch.allclose(star(img, text, mask).logits, logits, atol=1e-6)
+    with torch.no_grad():
+        star.sharpness.bias.fill_(5.0)  # another alpha changes nothing
+    assert torch.allclose(star(img, text, mask).logits, logits, atol=1e-6)

@@ -124,3 +124,38 @@ def test_distillation_variants_of_tab3(mode, keys):
         assert out["cog"].item() == pytest.approx(0.5 * out["cog_mimic"].item() + 0.5 * out["cog_reverse_kl"].item())
     with pytest.raises(ConfigError, match="distill"):
         distillation_loss("mse+kl", f_t, f_s, mask, valid)
+
+
+def test_eq16_token_weight_reading_weights_each_token_kl_by_m():
+    """kl_mask=token_weight: sum_n M_n KL(p_s,n || p_t,n) / N_valid, the KL of the unmasked features."""
+    f_s = torch.zeros(1, 3, 2)  # p_s = (1/2, 1/2) for every token
+    f_t = torch.tensor([[[math.log(3.0), 0.0], [0.0, 0.0], [math.log(3.0), 0.0]]])  # p_t: (3/4, 1/4), (1/2, 1/2), ..
+    mask = torch.tensor([[0.5, 1.0, 0.25]])
+    valid = torch.tensor([[True, True, False]])  # the third token is padding
+    kl0 = 0.5 * math.log(4 / 3)  # KL((1/2, 1/2) || (3/4, 1/4)), hand-computed
+    expected = (0.5 * kl0 + 1.0 * 0.0) / 2
+    got = cog_reverse_kl(f_t, f_s, mask, valid, kl_mask="token_weight")
+    assert got.item() == pytest.approx(expected)
+    fwd = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert cog_forward_kl(f_t, f_s, mask, valid, kl_mask="token_weight").item() == pytest.approx(0.5 * fwd / 2)
+    # the default reading scales the features inside the softmax: M = 0.5 gives softmax(0.5 ln 3, 0), not 0.5 * kl0
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    inside = (0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))) / 2
+    assert cog_reverse_kl(f_t, f_s, mask, valid).item() == pytest.approx(inside, rel=1e-5)
+    assert cog_reverse_kl(f_t, f_s, mask, valid, kl_mask="in_softmax").item() == pytest.approx(inside, rel=1e-5)
+    assert abs(inside - expected) > 1e-3
+
+
+def test_eq16_reading_is_a_config_field_and_modes_keep_their_parts():
+    from mole_inference.config.model import TrainingConfig
+
+    assert TrainingConfig().kl_mask == "in_softmax"  # runs resumed from older configs keep their loss
+    g = torch.Generator().manual_seed(0)
+    f_t, f_s = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    mask, valid = torch.rand(2, 3, generator=g), torch.ones(2, 3, dtype=torch.bool)
+    for mode in ("kl", "reverse_kl", "mse+reverse_kl"):
+        a = distillation_loss(mode, f_t, f_s, mask, valid, kl_mask="token_weight")
+        b = distillation_loss(mode, f_t, f_s, mask, valid)
+        assert set(a) == set(b) and a["cog"].item() != pytest.approx(b["cog"].item())
+    with pytest.raises(ConfigError, match="kl_mask"):
+        distillation_loss("reverse_kl", f_t, f_s, mask, valid, kl_mask="inside")
