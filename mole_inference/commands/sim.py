@@ -9,11 +9,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mole_inference.errors import BackendUnavailableError
+
 if TYPE_CHECKING:
     from mole_inference.sim.demos import EpisodeResult
     from mole_inference.sim.evaluate import EpisodeOutcome
 
-ROUTERS = ["star", "linear", "random", "early_exit", "full"]
+def _router_names() -> list[str]:
+    from typing import get_args
+
+    from mole_inference.config.model import RouterType
+
+    return list(get_args(RouterType))
+
+
+ROUTERS = _router_names()
 
 
 def _tasks(text: str) -> tuple[str, ...]:
@@ -216,6 +226,7 @@ def run_eval(args: argparse.Namespace) -> int:
     rows = strip_rows(report)
     if rows:
         save_strip(args.out / "strip.png", rows)
+    routing_pngs = _routing_figures(report, args.out)
     for task, row in data["per_task"].items():
         lo, hi = row["ci95"]
         print(f"{task:<14} success {row['successes']}/{row['episodes']} ({row['success_rate']:.0%}, "
@@ -225,5 +236,24 @@ def run_eval(args: argparse.Namespace) -> int:
           f"(mean {data['inference_ms']['mean']:.1f} ms, median {data['inference_ms']['median']:.1f} ms); "
           f"layers run {data['mean_layers_run']:.2f}/{data['total_layers']} (router {router}); "
           f"{data['wall_s_per_episode']:.2f} s/episode")
-    print(f"report: {args.out / 'report.json'}" + (f", strip: {args.out / 'strip.png'}" if rows else ""))
+    print(f"report: {args.out / 'report.json'}" + (f", strip: {args.out / 'strip.png'}" if rows else "")
+          + (f", routing: {', '.join(p.name for p in routing_pngs)}" if routing_pngs else ""))
     return 0
+
+
+def _routing_figures(report: Any, out: Path) -> list[Path]:
+    """routing_<task>.png (layers run per inference) for each task's first episode; none without matplotlib."""
+    try:
+        from mole_inference.analysis.plots import routing_png
+    except ImportError:
+        return []
+    paths = []
+    for task in report.config.tasks:
+        episode = next((e for e in report.episodes if e.task == task and e.routing), None)
+        if episode is not None and report.num_layers > 0:
+            try:
+                paths.append(routing_png(episode.routing, report.num_layers, out / f"routing_{task}.png",
+                                         f"{task}: {episode.instruction}"))
+            except BackendUnavailableError:
+                return paths
+    return paths

@@ -74,6 +74,7 @@ class EpisodeOutcome:
     clamped_steps: int
     wall_s: float
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
+    routing: list[tuple[int, ...]] = field(default_factory=list, repr=False)  # layers run, per inference
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary of the episode."""
@@ -196,6 +197,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     frames = [obs["wrist_rgb"]] if keep_frames else []
     inference_ms: list[float] = []
     layers: list[int] = []
+    routing: list[tuple[int, ...]] = []
     clamped = step = 0
     done, info = False, {"success": False}
     while not done:
@@ -205,6 +207,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
             chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=int(noise_rng.integers(2**31 - 1)))
             inference_ms.append((time.perf_counter() - t0) * 1e3)
             layers.append(chunk.routing.num_active)
+            routing.append(tuple(chunk.routing.layers))
             if chunk.is_finite:
                 scheduler.push(chunk.actions, now, now)
             else:
@@ -219,7 +222,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
             frames.append(obs["wrist_rgb"])
         step += 1
     return EpisodeOutcome(env.task.name, seed, env.instruction, bool(info["success"]), step, inference_ms, layers,
-                          clamped, time.perf_counter() - t_start, frames)
+                          clamped, time.perf_counter() - t_start, frames, routing)
 
 
 def evaluate(policy: Policy, config: EvalConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -42,6 +43,8 @@ def test_cli_eval_end_to_end(tmp_path, capsys):
     assert report["mean_layers_run"] == 4 and report["total_layers"] == 8  # tiny: top-4 of 8
     assert report["inference_ms"]["count"] == 3 * len(TASKS) and report["inference_hz"] > 0
     assert cv2.imread(str(out / "strip.png")).shape == strip_shape(len(TASKS), 8, 128)
+    if importlib.util.find_spec("matplotlib"):  # routing raster per task (the plot extra)
+        assert all((out / f"routing_{task}.png").stat().st_size > 1000 for task in TASKS)
     printed = capsys.readouterr().out
     assert "layers run 4.00/8" in printed and "pick" in printed
 
