@@ -132,3 +132,21 @@ def test_wilson_interval_matches_known_values():
     lo, hi = wilson_interval(0, 50)
     assert lo == 0.0 and hi == pytest.approx(0.0714, abs=1e-4)
     assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_eval_with_the_demo_start_settings_replays_a_demo_seed(tmp_path):
+    """Ladder rung 2 needs an exact replay: `sim eval --seed S --start-offset/--start-yaw` (the demos' values)
+    starts from the very scene and start pose the demonstration with seed S started from."""
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import DemoConfig, record_demos
+    from mole_inference.sim.evaluate import EvalConfig, evaluate
+    from mole_inference.sim.expert_policy import ExpertPolicy
+
+    demo_cfg = DemoConfig(tasks=("touch",), episodes=1, seed=41)
+    result = record_demos(tmp_path, demo_cfg).results[-1]
+    first_frame = read_episode(result.path).camera().rgb[0]
+    report = evaluate(ExpertPolicy(), EvalConfig(tasks=("touch",), episodes=1, seed=result.seed, video_episodes=1,
+                                                 start_offset=demo_cfg.start_offset, start_yaw=demo_cfg.start_yaw))
+    episode = report.episodes[0]
+    assert episode.instruction == result.instruction and episode.success
+    np.testing.assert_array_equal(episode.frames[0], first_frame)

@@ -26,7 +26,7 @@ MICRO = {
 def micro_config(router: str = "star", **training):
     """The tiny preset shrunk to a 4-layer, 32-wide model (a few ms per step); `training` overrides."""
     base = {"batch_size": 4, "learning_rate": 1e-3, "diffusion_repeats": 2, "max_steps": 4, "num_workers": 0,
-            "warmup_steps": 0, "lr_schedule": "constant",
+            "warmup_steps": 0, "lr_schedule": "constant", "early_frames": 0,
             "log_every": 1, "checkpoint_every": 100, "seed": 0}
     sections = {**MICRO, "router": {**MICRO["router"], "type": router}}
     return preset("tiny", **sections, training={**base, **training})
