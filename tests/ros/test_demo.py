@@ -57,6 +57,8 @@ def test_demo_runs_episodes_and_writes_the_strip(ros, tmp_path):
     assert summary["inferences"] >= 1 and summary["total_layers"] == 8
     assert summary["control_hz"] > 25, summary
     assert (tmp_path / "out" / "strip.png").stat().st_size > 1000
+    if summary["routing_png"] is not None:  # written whenever matplotlib (the plot extra) is installed
+        assert (tmp_path / "out" / "routing.png").stat().st_size > 1000
 
 
 def test_demo_handles_ctrl_c(ros, tmp_path):

@@ -98,6 +98,7 @@ class DemoMonitor(Node):
         self.samples: dict[str, list[float]] = {k: [] for k in ("control_hz", "inference_hz", "inference_ms",
                                                                 "real_time_factor", "physics_hz", "camera_hz")}
         self.layers: list[int] = []
+        self.routing: list[tuple[int, ...]] = []  # the layers each inference ran, in order
         self.total_layers = 0
         self.mode = ""
         self.resumes = 0
@@ -142,6 +143,7 @@ class DemoMonitor(Node):
         layers, probs = conv.routing_from_msg(msg)
         self.total_layers = probs.size
         self.layers.append(len(layers))
+        self.routing.append(tuple(int(k) for k in layers))
         self._chunks_this_second.append(layers)
 
     def _on_source(self, msg: String) -> None:
@@ -252,8 +254,24 @@ def save_results(monitor: DemoMonitor, out: Path) -> tuple[dict[str, Any], Path 
                      {"success": True, "timeout": False}.get(e.outcome)) for e in monitor.episodes if e.frames]
     strip = save_strip(out / "strip.png", rows) if rows else None
     summary["strip"] = str(strip) if strip else None
+    summary["routing_png"] = _routing_png(monitor, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, strip
+
+
+def _routing_png(monitor: DemoMonitor, out: Path) -> str | None:
+    """routing.png: the layers every inference of the run ran (None without matplotlib or inferences)."""
+    if not monitor.routing or monitor.total_layers <= 0:
+        return None
+    try:
+        from mole_inference.analysis.plots import routing_png
+
+        return str(routing_png(monitor.routing, monitor.total_layers, out / "routing.png", "mole-vla demo"))
+    except ImportError:
+        return None
+    except Exception as err:  # a figure must never fail the demo
+        logging.getLogger(__name__).warning("routing.png not written: %s", err)
+        return None
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
