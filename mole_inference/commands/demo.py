@@ -18,10 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Start the MuJoCo FR3 sim bridge and the nodes of launch/config/sim.yaml (policy, "
                                    "teleop, recorder) in one process, engage the policy, print what happens each "
                                    "second and save a filmstrip of the wrist camera. CPU only, no display needed.")
-    p.add_argument("--task", default="pick", help="touch | push_forward | pick | stack (default: pick)")
+    p.add_argument("--task", default="touch",
+                   help="touch | push_forward | pick | stack (default: touch, the shipped policy's best task)")
     p.add_argument("--episodes", type=int, default=2, help="episodes to run (default: 2)")
     p.add_argument("--seconds", type=float, default=None,
-                   help="episode limit in simulated seconds (default: the task's own, 12 s for pick)")
+                   help="episode limit in simulated seconds (default: the task's own, 8 s for touch)")
     p.add_argument("--seed", type=int, default=0, help="layout seed of the first episode (episode i: seed + i)")
     p.add_argument("--checkpoint", metavar="PATH", default="",
                    help="checkpoint folder (default: models/mole-tiny if shipped, else the tiny preset, untrained)")

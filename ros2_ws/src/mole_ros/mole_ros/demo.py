@@ -45,7 +45,7 @@ RESUME_PERIOD = 1.0  # s between re-engage attempts
 class DemoSettings:
     """What `mole-vla demo` runs; `seconds` is the episode limit in simulated seconds (None: the task's own)."""
 
-    task: str = "pick"
+    task: str = "touch"
     episodes: int = 2
     seconds: float | None = None
     seed: int = 0
