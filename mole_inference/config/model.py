@@ -183,6 +183,11 @@ class TrainingConfig:
     source_weights: dict[str, float] = field(default_factory=_default_source_weights)
     early_frames: int = 0  # an episode's first frames drawn `early_weight` times as often (0: off)
     early_weight: float = 1.0  # they show every object, so the instruction alone decides where to go
+    # Beyond the paper: an auxiliary linear head regresses the offset to the next subgoal (where the hand goes
+    # next, training/windows.py) from the cognition feature, weight `goal_weight` (0: off), in units of
+    # `goal_scale` metres. A direct signal for "which object did the instruction name"; training only.
+    goal_weight: float = 0.0
+    goal_scale: float = 0.1
     num_workers: int = 2
     log_every: int = 10
     checkpoint_every: int = 250
@@ -194,10 +199,12 @@ class TrainingConfig:
         check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "must be in [0, 1)")
         for name in ("lambda_cog_kl",):
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
-        for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers"):
+        for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers",
+                     "goal_weight"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         check(self.early_frames >= 0, "early_frames", self.early_frames, "must be >= 0")
         check(self.early_weight > 0, "early_weight", self.early_weight, "must be > 0")
+        check(self.goal_scale > 0, "goal_scale", self.goal_scale, "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule, "must be constant or cosine")
         check(0.0 < self.crop_scale <= 1.0, "crop_scale", self.crop_scale, "must be in (0, 1]")

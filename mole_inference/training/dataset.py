@@ -44,6 +44,7 @@ class SampleTable:
     tasks: list[str]
     episodes: list[Path]
     frame_index: np.ndarray | None = None  # (F,) position of the frame in its episode (0 = first frame)
+    goals: np.ndarray | None = None  # (F, 3) offset to the next subgoal, m (windows.subgoal_offsets); NaN: unknown
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -52,7 +53,8 @@ class SampleTable:
     def from_episodes(cls, episodes: list[EpisodeSamples], image_size: int, source_weights: dict[str, float]
                       ) -> SampleTable:
         """Concatenate episodes, dropping samples whose source has weight 0 (default: hold)."""
-        rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep", "idx")}
+        rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep", "idx",
+                                                  "goal")}
         instructions: dict[str, int] = {}
         tasks: dict[str, int] = {}
         for e_id, ep in enumerate(episodes):
@@ -70,11 +72,12 @@ class SampleTable:
             rows["task"].append(np.full(len(idx), t_id))
             rows["ep"].append(np.full(len(idx), e_id))
             rows["idx"].append(idx)
+            rows["goal"].append(ep.goals[idx] if ep.goals is not None else np.full((len(idx), 3), np.nan))
         if not rows["frames"]:
             raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
-                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"])
+                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"], cat["goal"])
 
     def action_stats(self) -> ActionStats:
         """q01/q99 over the recorded (unpadded) actions; the gripper dimension stays unnormalized."""
@@ -116,7 +119,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, crop_scale: float, jitt
 
 class BagDataset(Dataset):
     """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A),
-    action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss)."""
+    action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss), goal (3,) the
+    offset to the next subgoal in m and goal_mask () (False where unknown; see windows.subgoal_offsets)."""
 
     def __init__(self, table: SampleTable, cfg: ModelConfig, stats: ActionStats | None = None,
                  augment_images: bool = True) -> None:
@@ -128,6 +132,9 @@ class BagDataset(Dataset):
         self.ids, self.text_mask = tokenize_batch(tok, table.instructions, cfg.llm.max_text_tokens)  # (I, T)
         self.actions = torch.from_numpy(self.stats.normalize(table.actions).astype(np.float32))  # (F, C, A)
         self.action_mask = torch.from_numpy(table.action_mask)  # (F, C)
+        goals = table.goals if table.goals is not None else np.full((len(table), 3), np.nan)
+        self.goal_mask = torch.from_numpy(np.isfinite(goals).all(axis=1))  # (F,)
+        self.goals = torch.from_numpy(np.nan_to_num(goals).astype(np.float32))  # (F, 3)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -141,7 +148,8 @@ class BagDataset(Dataset):
         pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0  # (3, S, S)
         instr = int(self.table.instruction_id[i])
         return {"pixels": pixels, "ids": self.ids[instr], "text_mask": self.text_mask[instr],
-                "actions": self.actions[i], "action_mask": self.action_mask[i]}
+                "actions": self.actions[i], "action_mask": self.action_mask[i], "goal": self.goals[i],
+                "goal_mask": self.goal_mask[i]}
 
     def sample_weights(self) -> np.ndarray:
         """Draw probabilities (F,): source weight, times `early_weight` for an episode's first `early_frames`

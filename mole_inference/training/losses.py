@@ -53,6 +53,18 @@ def task_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | No
     return ((eps_pred - eps) ** 2 * w).sum() / w.sum().clamp_min(1.0)
 
 
+def subgoal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error summed over xyz, averaged over the samples whose label is known (beyond the paper).
+
+    pred, target (B, 3) in goal_scale units; mask (B,) bool. Zero (with gradients) when no label is known.
+    """
+    err = (pred.float() - target.float()).square().sum(-1)  # (B,)
+    if mask is None:
+        return err.mean()
+    w = mask.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
 def load_balance_eq3(selected: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """L_lb exactly as printed (Eq. 3): mean_i (c_i / (c_i + eps))^2 with c_i = sum_n v_i(x_n).
 

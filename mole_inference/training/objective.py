@@ -18,6 +18,7 @@ from mole_inference.training.losses import (
     distillation_loss,
     load_balance_eq3,
     load_balance_surrogate,
+    subgoal_loss,
     task_loss,
     tokens_of_interest,
     total_loss,
@@ -52,7 +53,8 @@ def key_mask(hidden: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
 
 
 class MoLeObjective(nn.Module):
-    """Student + mu (Eq. 15's projection, identity-initialized: teacher and student start equal)."""
+    """Student + mu (Eq. 15's projection, identity-initialized: teacher and student start equal) + the optional
+    subgoal head (`training.goal_weight`, beyond the paper; used in training only)."""
 
     def __init__(self, student: MoLeVLA, cfg: ModelConfig) -> None:
         super().__init__()
@@ -66,6 +68,7 @@ class MoLeObjective(nn.Module):
             self.mu = nn.Linear(d, d, bias=False)
             with torch.no_grad():
                 self.mu.weight.copy_(torch.eye(d))
+        self.goal_head = nn.Linear(d, 3) if cfg.training.goal_weight > 0 else None
 
     @property
     def uses_teacher(self) -> bool:
@@ -74,11 +77,12 @@ class MoLeObjective(nn.Module):
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
                 noise: torch.Tensor, timesteps: torch.Tensor, drop: torch.Tensor,
-                teacher_hidden: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+                teacher_hidden: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
+                goal: torch.Tensor | None = None, goal_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...).
 
         `action_mask` (B, C): chunk steps that are recorded actions (False: padding past the episode's end).
+        `goal` (B, 3) m and `goal_mask` (B,): subgoal offsets for `training.goal_weight` (else ignored).
         """
         t = self.cfg.training
         model = self.student
@@ -106,4 +110,9 @@ class MoLeObjective(nn.Module):
         else:
             parts["cog"] = hidden.new_zeros(())
         parts["loss"] = total_loss(parts["task"], parts["cog"], parts["lb"], t.lambda_cog, t.lambda_lb)
+        if self.goal_head is not None:
+            if goal is None:
+                raise ValueError("training.goal_weight > 0 needs subgoal labels (goal)")
+            parts["goal"] = subgoal_loss(self.goal_head(cog), goal / t.goal_scale, goal_mask)
+            parts["loss"] = parts["loss"] + t.goal_weight * parts["goal"]
         return parts

@@ -2,9 +2,10 @@
 
 `<out>/checkpoints/step_0000100/` holds `model.safetensors`, `config.yaml`, `action_stats.json` (the
 student, loadable by `load_checkpoint` / `TorchPolicy`) and, for resume, `teacher.safetensors` (EMA
-teacher), `cogkd.safetensors` (mu), `optimizer.safetensors` (per-parameter state, keys `<param>::<name>`)
-and `trainer_state.json` (step, seed, world size, optimizer hyper-parameters). `<out>/checkpoints/latest`
-names the newest complete one; it is written last, so a crash mid-save leaves the previous one in charge.
+teacher), `cogkd.safetensors` (mu and the optional subgoal head), `optimizer.safetensors` (per-parameter
+state, keys `<param>::<name>`) and `trainer_state.json` (step, seed, world size, optimizer hyper-parameters).
+`<out>/checkpoints/latest` names the newest complete one; it is written last, so a crash mid-save leaves
+the previous one in charge.
 """
 
 from __future__ import annotations

@@ -97,6 +97,8 @@ class Trainer:
         if init is not None:
             _load_init(student, Path(init))
         self.objective = MoLeObjective(student, cfg)
+        if init is not None and self.objective.goal_head is not None:
+            _load_goal_head(self.objective.goal_head, Path(init))
         self.teacher = make_teacher(student) if self.objective.uses_teacher else None
         self.step = 0
         if saved:
@@ -125,7 +127,12 @@ class Trainer:
     def _load_weights(self, saved: dict) -> None:
         self.student.load_state_dict(saved["student"])
         if self.objective.mu is not None:
-            self.objective.mu.load_state_dict({k.removeprefix("mu."): v for k, v in saved["mu"].items()})
+            self.objective.mu.load_state_dict({k.removeprefix("mu."): v for k, v in saved["mu"].items()
+                                               if k.startswith("mu.")})
+        if self.objective.goal_head is not None:
+            head = {k.removeprefix("goal_head."): v for k, v in saved["mu"].items() if k.startswith("goal_head.")}
+            if head:  # absent when the run resumed was started without the subgoal head: it starts fresh
+                self.objective.goal_head.load_state_dict(head)
         if self.teacher is not None:
             if saved["teacher"] is None:
                 raise CheckpointError("the checkpoint has no teacher but training.distill needs one")
@@ -146,7 +153,7 @@ class Trainer:
         noise, timesteps, drop = draw_diffusion(b["pixels"].shape[0], self.cfg, gen, dev)
         self.student.train()
         parts = self.module(b["pixels"], b["ids"], b["text_mask"], b["actions"], noise, timesteps, drop,
-                            teacher_hidden, b.get("action_mask"))
+                            teacher_hidden, b.get("action_mask"), b.get("goal"), b.get("goal_mask"))
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(t, self.step)
@@ -224,7 +231,8 @@ class Trainer:
             student = {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}
             model = self.student if not self.ctx.fsdp else _cpu_shadow(self.cfg, student)
             save_checkpoint(path, model, self.cfg, self.stats, extra={"step": str(self.step)})
-            save_resume_state(path, teacher, {k: v for k, v in full.items() if k.startswith("mu.")}, optim,
+            extras = {k: v for k, v in full.items() if k.startswith(("mu.", "goal_head."))}
+            save_resume_state(path, teacher, extras, optim,
                               {"step": self.step, "seed": self.cfg.training.seed, "world_size": self.ctx.world_size})
             mark_latest(self.out, path, self.cfg.training.keep_checkpoints)
         barrier(self.ctx)
@@ -251,6 +259,21 @@ def _cpu_shadow(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> MoLeVLA:
         model = MoLeVLA(cfg)
     model.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)  # own storage per tensor
     return model
+
+
+def _load_goal_head(head: torch.nn.Linear, path: Path) -> None:
+    """Continue the subgoal head of an --init checkpoint that trained one (else it starts fresh)."""
+    from safetensors.torch import load_file
+
+    from mole_inference.training.train_state import COGKD
+
+    if not (path / COGKD).is_file():
+        return
+    saved = {k.removeprefix("goal_head."): v for k, v in load_file(str(path / COGKD)).items()
+             if k.startswith("goal_head.")}
+    if saved:
+        head.load_state_dict(saved)
+        log.info("initialized the subgoal head from %s", path)
 
 
 def _load_init(student: MoLeVLA, path: Path) -> None:

@@ -16,6 +16,12 @@ would teach the model to slow down before the episode's end (at 50 Hz, 1-4 of 5 
 a full window moves ~28 mm). Windows followed by a later tick are complete whatever their count (logging
 jitter). A window's source is the majority source of its ticks
 (ties: teleop, then policy, then hold); a sample's source is that of its first window.
+
+Subgoals (for `training.goal_weight`, beyond the paper). Each frame also gets the base-frame offset from the
+measured end-effector position at the frame to the measured position at the episode's next gripper-command
+change (a grasp or a release), or at its last delta when no change follows: where the demonstrator's hand went
+next. It needs only what every recorded episode has (measured poses and the gripper command), so it labels
+robot demonstrations the same way as simulated ones. NaN where a pose is missing.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class EpisodeSamples:
     frames: np.ndarray
     windows: ActionWindows
     instructions: list[str] = field(default_factory=list)
+    goals: np.ndarray | None = None  # (F, 3) base-frame offset to the next subgoal, m; NaN where unknown
 
     @property
     def sample_sources(self) -> np.ndarray:
@@ -61,4 +68,20 @@ def episode_samples(episode: Episode, n: int, dt_s: float, topic: str | None = N
         raise InputError(f"episode {episode.path}: frames without an instruction (none recorded, none in metadata)")
     task = (episode.metadata.task if episode.metadata and episode.metadata.task else instructions[0]) if len(
         instructions) else ""
-    return EpisodeSamples(episode.path, task, frames.rgb, windows, instructions)
+    return EpisodeSamples(episode.path, task, frames.rgb, windows, instructions, subgoal_offsets(episode, frames.t_ns))
+
+
+def subgoal_offsets(episode: Episode, frame_t_ns: np.ndarray) -> np.ndarray:
+    """(F, 3) measured EE position at the next gripper-command change after each frame (else at the episode's
+    last delta) minus the measured position at the frame; NaN rows where either pose is unknown."""
+    out = np.full((len(frame_t_ns), 3), np.nan)
+    t = np.asarray(episode.delta_t_ns)
+    if len(t) == 0 or len(frame_t_ns) == 0:
+        return out
+    grip = np.asarray(episode.deltas)[:, 6]
+    keys = t[1:][np.diff(grip) != 0]  # (G,) log times of the first delta with a new gripper command
+    keys = np.append(keys, t[-1])
+    for i, tf in enumerate(np.asarray(frame_t_ns)):
+        key = keys[np.searchsorted(keys, tf, side="right")] if tf < keys[-1] else keys[-1]
+        out[i] = episode.pose_at(int(key))[:3] - episode.pose_at(int(tf))[:3]
+    return out

@@ -9,7 +9,8 @@ from mole_inference.config import preset
 from mole_inference.data.bag_writer import EpisodeBagWriter
 from mole_inference.data.episode_meta import EpisodeMetadata
 from mole_inference.data.images import rgb_to_image_msg
-from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC
+from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC, MEASURED_POSE_TOPIC
+from mole_inference.sim.demos import pose_msg
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -47,7 +48,8 @@ def image(task: int, k: int, size: int = 32) -> np.ndarray:
 
 
 def write_episode(path, task: int, frames: int = 10, tick_ms: int = 20, sources=("policy",)) -> None:
-    """An episode: 10 Hz frames, deltas every `tick_ms` (dx = 0.001 * task-signed, gripper closes halfway)."""
+    """An episode: 10 Hz frames, deltas every `tick_ms` (dx = 0.001 * task-signed, gripper closes halfway) and
+    the measured pose each delta leads to."""
     meta = EpisodeMetadata(task=f"task{task}", instruction=f"do task {task}")
     sign = 1.0 if task % 2 == 0 else -1.0
     n_ticks = frames * 100 // tick_ms
@@ -61,6 +63,8 @@ def write_episode(path, task: int, frames: int = 10, tick_ms: int = 20, sources=
             grip = 1.0 if j < n_ticks // 2 else 0.0
             w.write_ee_delta([sign * 0.001, 0.0005 * task, 0.0, 0.0, 0.0, 0.002, grip],
                              sources[(j * len(sources)) // n_ticks], t)
+            w.write(MEASURED_POSE_TOPIC, pose_msg(np.array([0.4 + sign * 0.001 * j, 0.0005 * task * j, 0.3]),
+                                                  np.array([1.0, 0.0, 0.0, 0.0]), t), t)
         w.close(success=True, t_ns=T0 + frames * 100 * MS + 50 * MS)
 
 

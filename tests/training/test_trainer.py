@@ -41,11 +41,14 @@ def test_a_few_steps_overfit_a_tiny_batch(table, micro_cfg, tmp_path):
     assert trainer.step == 50
 
 
-def test_resume_continues_identically(table, micro_cfg, tmp_path):
-    straight = Trainer(micro_cfg(max_steps=4), BagDataset(table, micro_cfg()), tmp_path / "a", progress=False).fit()
-    Trainer(micro_cfg(max_steps=2), BagDataset(table, micro_cfg()), tmp_path / "b", progress=False).fit()
-    resumed = Trainer(micro_cfg(max_steps=4), BagDataset(table, micro_cfg()), tmp_path / "b", resume=True,
-                      progress=False)
+@pytest.mark.parametrize("goal_weight", [0.0, 0.5])
+def test_resume_continues_identically(table, micro_cfg, tmp_path, goal_weight):
+    def cfg(steps):
+        return micro_cfg(max_steps=steps, goal_weight=goal_weight)
+
+    straight = Trainer(cfg(4), BagDataset(table, cfg(4)), tmp_path / "a", progress=False).fit()
+    Trainer(cfg(2), BagDataset(table, cfg(2)), tmp_path / "b", progress=False).fit()
+    resumed = Trainer(cfg(4), BagDataset(table, cfg(4)), tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 2
     result = resumed.fit()
     assert result.step == 4 and result.steps_run == 2
@@ -56,6 +59,24 @@ def test_resume_continues_identically(table, micro_cfg, tmp_path):
             assert torch.equal(a[key], b[key]), (name, key)
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert any(k.startswith("goal_head.") for k in load_file(result.checkpoint / "cogkd.safetensors")) == (
+        goal_weight > 0)
+
+
+def test_subgoal_head_fits_the_recorded_offsets(table, micro_cfg, tmp_path):
+    """goal_weight adds the subgoal regression to the loss; a few steps on one batch fit it."""
+    cfg = micro_cfg(learning_rate=3e-3, crop_scale=1.0, color_jitter=0.0, goal_weight=1.0, goal_scale=0.01)
+    data = BagDataset(table, cfg)
+    assert data.goal_mask.all() and data.goals.abs().max() > 0.001  # the fixture episodes record measured poses
+    trainer = Trainer(cfg, data, tmp_path, progress=False)
+    batch = next(iter(trainer.loader()))
+    first = trainer.train_step(batch)
+    for _ in range(60):
+        last = trainer.train_step(batch)
+    assert "goal" in first and last["goal"] < 0.2 * first["goal"], (first["goal"], last["goal"])
+    assert torch.isclose(last["loss"], last["task"] + 0.5 * last["cog"] + 0.1 * last["lb"] + last["goal"], rtol=1e-4)
+    branch = Trainer(cfg, data, tmp_path / "branch", init=trainer.save(), progress=False)  # --init keeps the head
+    assert torch.equal(branch.objective.goal_head.weight, trainer.objective.goal_head.weight)
 
 
 def test_checkpoint_is_a_policy_with_the_dataset_stats(table, micro_cfg, tmp_path):

@@ -8,7 +8,8 @@ from mole_inference.data.bag_reader import read_episode
 from mole_inference.data.bag_writer import EpisodeBagWriter
 from mole_inference.data.episode_meta import EpisodeMetadata
 from mole_inference.data.images import rgb_to_image_msg
-from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC
+from mole_inference.data.schema import IMAGE_TOPIC, INSTRUCTION_TOPIC, MEASURED_POSE_TOPIC
+from mole_inference.sim.demos import pose_msg
 from mole_inference.training.windows import episode_samples
 
 T0 = 1_700_000_000_000_000_000
@@ -100,3 +101,31 @@ def test_episode_bag_to_samples(tmp_path):
     np.testing.assert_allclose(s.windows.actions[0, :, 0], [0.05, 0.05, 0.05])
     np.testing.assert_allclose(s.windows.actions[3, :, 0], [0.05, 0.0, 0.0])  # teleop, then held
     np.testing.assert_array_equal(s.windows.actions[3, :, 6], [1.0, 0.0, 0.0])
+
+
+def test_subgoal_is_where_the_hand_is_at_the_next_gripper_change(tmp_path):
+    """Ticks 0-9 open, 10-19 closed (a grasp at tick 10), 20-29 open (a release at 20); x = 0.01 m per tick."""
+    path = tmp_path / "ep"
+    with EpisodeBagWriter(path, "mcap", EpisodeMetadata(task="stack", instruction="stack it"), start_ns=T0) as w:
+        for k in (0, 2, 3, 5):  # frames at ticks 0, 10 (the grasp itself), 15, 25
+            t = int(T0 + k * DT)
+            w.write(IMAGE_TOPIC, rgb_to_image_msg(np.zeros((8, 8, 3), np.uint8), t), t)
+        for j in range(30):
+            t = int(T0 + j * 20 * MS)
+            w.write_ee_delta([0.01, 0, 0, 0, 0, 0, 0.0 if 10 <= j < 20 else 1.0], "teleop", t)
+            w.write(MEASURED_POSE_TOPIC, pose_msg(np.array([0.01 * j, 0.2, 0.3]), np.array([1.0, 0, 0, 0]), t), t)
+        w.close(success=True)
+    goals = episode_samples(read_episode(path), n=2, dt_s=0.1).goals
+    # frame 0 -> grasp at tick 10; the frame at the grasp and the one after -> release at 20; the last -> tick 29
+    np.testing.assert_allclose(goals[:, 0], [0.10, 0.10, 0.05, 0.04], atol=1e-9)
+    np.testing.assert_allclose(goals[:, 1:], 0.0, atol=1e-9)
+
+
+def test_subgoal_is_unknown_without_measured_poses(tmp_path):
+    path = tmp_path / "ep"
+    with EpisodeBagWriter(path, "mcap", EpisodeMetadata(task="t", instruction="go"), start_ns=T0) as w:
+        w.write(IMAGE_TOPIC, rgb_to_image_msg(np.zeros((8, 8, 3), np.uint8), T0), T0)
+        for j in range(10):
+            w.write_ee_delta([0.01, 0, 0, 0, 0, 0, 1.0], "teleop", int(T0 + j * 20 * MS))
+        w.close(success=True)
+    assert np.isnan(episode_samples(read_episode(path), n=2, dt_s=0.1).goals).all()
