@@ -57,7 +57,12 @@ class SafetyConfig:
     # pose each delta is added to: the previous target (bounded by the leash above), since under an impedance
     # controller the measured pose lags and integrating from it moves the arm at ~K*dt/D of the command
     integrate_from: Literal["measured", "target"] = "target"
-    gripper_binarize: bool = True  # send exactly 0 (closed) or 1 (open), threshold 0.5
+    # send exactly 0 (closed) or 1 (open), with hysteresis: once open, close when the command falls below
+    # gripper_close_below; once closed, open when it rises above gripper_open_above (the first command: 0.5).
+    # The gripper output (mole_ros.gripper) applies the same band to what it receives.
+    gripper_binarize: bool = True
+    gripper_close_below: float = 0.4
+    gripper_open_above: float = 0.6
 
     def __post_init__(self) -> None:
         positive(self, "max_step_translation", "max_step_rotation", "max_target_distance", "max_target_angle")
@@ -71,6 +76,8 @@ class SafetyConfig:
         check(all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)),
               "workspace_max", self.workspace_max,
               f"must be > workspace_min={self.workspace_min} on every axis")
+        check(0.0 <= self.gripper_close_below <= self.gripper_open_above <= 1.0, "gripper_close_below",
+              self.gripper_close_below, f"must be in [0, gripper_open_above={self.gripper_open_above}] (<= 1)")
 
 
 @dataclass
@@ -81,10 +88,14 @@ class WatchdogConfig:
     max_chunk_age: float = 1.0  # newest chunk, from the stamp of the image it was computed from
     inference_deadline: float = 0.5  # one inference call, start to finish
     max_pose_age: float = 0.1  # newest measured end-effector pose
+    # a stamp further than this ahead of its arrival (or of the check) is rejected: one frame from a clock
+    # ahead would otherwise stay "newest" and keep the watchdog healthy after the camera died
+    max_future_stamp: float = 0.05
 
     def __post_init__(self) -> None:
         positive(self, "max_image_age", "max_chunk_age", "inference_deadline", "max_pose_age")
-        _finite(self, "max_image_age", "max_chunk_age", "inference_deadline", "max_pose_age")
+        _finite(self, "max_image_age", "max_chunk_age", "inference_deadline", "max_pose_age", "max_future_stamp")
+        check(self.max_future_stamp >= 0.0, "max_future_stamp", self.max_future_stamp, "must be >= 0")
 
 
 @dataclass

@@ -112,6 +112,24 @@ class TeleopMux:
         """Stop whoever drives and hold (e.g. the operator releases teleop without resuming the policy)."""
         self._dispatch(self._locked_switch(Mode.HOLD, reason, now, automatic=False))
 
+    def fault_hold(self, reason: str, now: float) -> None:
+        """A control tick failed: hold (an automatic switch, logged once, not on every failing tick)."""
+        with self._lock:
+            self._rejections = 0
+            event = None if self._mode is Mode.HOLD else self._switch(Mode.HOLD, reason, now, automatic=True)
+        self._dispatch(event)
+
+    def reset(self, reason: str, now: float) -> None:
+        """Back to the start mode with no teleop input (lifecycle activation): nothing carries over."""
+        with self._lock:
+            self._teleop_delta = self._teleop_time = None
+            self._health = None  # a resume must be judged on a check made after the reset
+            self._rejections = 0
+            self._relatch = False
+            start = Mode(self.config.start_mode)
+            event = None if self._mode is start else self._switch(start, reason, now, automatic=False)
+        self._dispatch(event)
+
     def resume_policy(self, reason: str, now: float, health: Health | None = None) -> bool:
         """Explicitly hand control to the policy (a new engage); refused (False, logged) unless `health` is ok.
 

@@ -12,7 +12,9 @@ absolute command: 1 = open, 0 = closed (OXE / CogACT convention), not a delta.
 Order of operations, each recorded in `Command.flags`:
 1. reject a delta of wrong shape or with NaN/inf -> hold;
 2. clamp the translation norm to `max_step_translation` and the rotation angle to `max_step_rotation`
-   (the direction is kept);
+   (the direction is kept). The rotation angles are first normalised into [-pi, pi] (the same rotation), so
+   the step direction is that of the rotation the delta describes: a `dyaw` of 2*pi - 0.3 is the rotation
+   -0.3 and clamps to -max_step_rotation; the clamp only shortens the rotation vector, never reverses it;
 3. clamp the target position into the workspace box; per axis, a reference already outside the box may move
    back towards it but not further out (so the clamp never adds motion);
 4. leash: pull the target back along the line to the measured pose until it is within `max_target_distance`
@@ -40,6 +42,7 @@ import numpy as np
 from mole_inference.config.control import SafetyConfig
 from mole_inference.control.transforms import (
     Pose,
+    normalize_rotation_delta,
     quat_conjugate,
     quat_from_rotvec,
     quat_from_rpy,
@@ -178,7 +181,7 @@ class SafetyEnvelope:
         measured, flags = self._usable(measured, SafetyFlag.NONE)
         if flags & SafetyFlag.INVALID_POSE:
             return self.hold(measured, "measured pose invalid: holding the last valid one", flags)
-        d = np.asarray(delta, dtype=np.float64)
+        d = np.array(delta, dtype=np.float64)  # a copy: the rotation is normalised in place below
         if d.shape != (7,):
             logger.warning("%s delta of shape %s rejected (expected (7,)): hold", source.value, d.shape)
             return self.hold(measured, f"{source.value} delta has shape {d.shape}, expected (7,)",
@@ -195,6 +198,7 @@ class SafetyEnvelope:
         trans, clamped = _clamp_norm(d[:3], cfg.max_step_translation)
         if clamped:
             flags |= SafetyFlag.TRANSLATION_CLAMPED
+        d[3:6] = normalize_rotation_delta(d[3:6])
         rotvec, clamped = _clamp_norm(quat_to_rotvec(quat_from_rpy(d[3], d[4], d[5])), cfg.max_step_rotation)
         if clamped:
             flags |= SafetyFlag.ROTATION_CLAMPED
@@ -222,8 +226,13 @@ class SafetyEnvelope:
         if not 0.0 <= gripper <= 1.0:
             flags |= SafetyFlag.GRIPPER_CLAMPED
             gripper = min(1.0, max(0.0, gripper))
-        if cfg.gripper_binarize:
-            gripper = 1.0 if gripper >= 0.5 else 0.0
+        if cfg.gripper_binarize:  # with hysteresis: a command hovering near 0.5 cannot make the hand chatter
+            if self._gripper is None:
+                gripper = 1.0 if gripper >= 0.5 else 0.0
+            elif self._gripper >= 0.5:
+                gripper = 0.0 if gripper < cfg.gripper_close_below else 1.0
+            else:
+                gripper = 1.0 if gripper > cfg.gripper_open_above else 0.0
 
         applied = np.empty(7)
         applied[:3] = position - ref.position

@@ -16,6 +16,10 @@ for `now`; motion deltas are averaged with weights exp(-k * i), i = 0 for the ne
 before, ... (k > 0 favours new predictions, k = 0 is a plain mean). The gripper comes from the newest chunk
 only: it is a discrete decision and averaging would delay it.
 
+Rotation deltas are normalised on arrival (`transforms.normalize_rotation_delta`: angles outside [-pi, pi]
+become the equivalent angle inside) before any splitting or averaging: a yaw step of 2*pi - 0.1 is the
+rotation -0.1, and a fifth of it per tick must turn the same way, not +1.24 rad per tick the other way round.
+
 When no chunk covers `now` (exhausted, or none yet) `next_action` returns None, which means hold; the last
 action is never repeated.
 
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mole_inference.config.control import SchedulerConfig
+from mole_inference.control.transforms import normalize_rotation_delta
 from mole_inference.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -73,6 +78,11 @@ class ChunkScheduler:
         if not math.isfinite(image_stamp):
             raise InputError(f"image_stamp must be finite, got {image_stamp!r}")
         actions = actions.copy()
+        rotation = normalize_rotation_delta(actions[:, 3:6])  # (N, 3)
+        if not np.array_equal(rotation, actions[:, 3:6]):
+            logger.warning("chunk rotation deltas outside [-pi, pi] (largest |angle| %.3f rad) normalised",
+                           float(np.abs(actions[:, 3:6]).max()))
+            actions[:, 3:6] = rotation
         actions.flags.writeable = False
         start = image_stamp if self.config.latency_compensation else now
         skipped = max(0, math.floor((now - start) * self._inv_action_dt + _EPS))

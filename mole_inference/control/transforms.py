@@ -189,3 +189,17 @@ def rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
 def wrap_angle(angle: float) -> float:
     """Angle wrapped to [-pi, pi)."""
     return float((angle + math.pi) % (2 * math.pi) - math.pi)
+
+
+def normalize_rotation_delta(angles: np.ndarray) -> np.ndarray:
+    """Rotation delta angles (any shape) as the equivalent angles in [-pi, pi]: a new array.
+
+    Angles already in [-pi, pi] (both ends included) are returned unchanged, so +pi never flips to -pi;
+    a yaw delta of 2*pi - 0.1 becomes -0.1, the rotation it describes. Scale or average rotation deltas only
+    after this: 0.2 * (2*pi - 0.1) is a large turn the other way round.
+    """
+    a = np.array(angles, dtype=np.float64)
+    outside = np.abs(a) > math.pi
+    if outside.any():
+        a[outside] = (a[outside] + math.pi) % (2 * math.pi) - math.pi
+    return a

@@ -61,3 +61,10 @@ def test_dict_errors_give_the_path():
 def test_cross_field_check():
     with pytest.raises(ConfigError, match=r"watchdog\.max_chunk_age=0\.01"):
         ControlConfig(watchdog=WatchdogConfig(max_chunk_age=0.01))
+
+
+@pytest.mark.parametrize("bad", [-0.01, math.nan, math.inf])
+def test_max_future_stamp_is_validated(bad):
+    with pytest.raises(ConfigError, match="max_future_stamp"):
+        WatchdogConfig(max_future_stamp=bad)
+    assert WatchdogConfig(max_future_stamp=0.0).max_future_stamp == 0.0

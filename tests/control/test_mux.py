@@ -187,3 +187,43 @@ def test_hold_relatches_on_takeover_and_resume_but_not_on_fallback_or_hold_reque
     # the policy's chunk goes stale: the automatic fallback keeps the latch of the hold already running
     fallback = mux.step(0.1, moved(dz=-0.05), None, STALE_IMAGE)
     assert mux.mode is Mode.HOLD and fallback.position[2] == pytest.approx(0.27)
+
+
+def test_resume_from_teleop_hands_over_to_the_policy_from_where_the_operator_left_the_arm():
+    events = []
+    mux = make(events)
+    mux.takeover("button", 0.0)
+    mux.set_teleop(TELEOP_DY, 0.0)
+    driven = mux.step(0.02, MEASURED, POLICY_DX, OK)
+    assert driven.source is Source.TELEOP and driven.delta[1] == pytest.approx(0.002)
+    # refused while unhealthy: the operator keeps control, nothing switches
+    assert not mux.resume_policy("operator", 0.03, health=STALE_IMAGE)
+    assert mux.mode is Mode.TELEOP
+    assert mux.step(0.04, MEASURED, POLICY_DX, OK).source is Source.TELEOP
+    # accepted: the next tick is the policy's, integrated from the teleop target, and teleop input is ignored
+    assert mux.resume_policy("operator", 0.05, health=OK)
+    mux.set_teleop(TELEOP_DY, 0.05)  # the operator's device is still live
+    cmd = mux.step(0.06, MEASURED, POLICY_DX, OK)
+    assert cmd.source is Source.POLICY and cmd.delta[1] == 0.0 and cmd.delta[0] == pytest.approx(0.001)
+    np.testing.assert_allclose(cmd.position, driven.position + np.array([0.001, 0.002, 0.0]), atol=1e-12)
+    assert [(e.previous, e.mode, e.automatic) for e in events] == [
+        (Mode.HOLD, Mode.TELEOP, False), (Mode.TELEOP, Mode.POLICY, False)]
+
+
+def test_resume_from_teleop_then_fault_falls_back_to_the_live_operator():
+    mux = make(fallback="teleop")
+    mux.takeover("button", 0.0)
+    assert mux.resume_policy("operator", 0.01, health=OK)
+    mux.set_teleop(TELEOP_DY, 0.02)
+    cmd = mux.step(0.03, MEASURED, POLICY_DX, STALE_IMAGE)
+    assert mux.mode is Mode.TELEOP and cmd.source is Source.TELEOP
+
+
+def test_fault_hold_is_automatic_and_logged_once():
+    events = []
+    mux = make(events)
+    mux.takeover("button", 0.0)
+    mux.fault_hold("control tick failed", 0.01)
+    mux.fault_hold("control tick failed", 0.02)  # already holding: no second event
+    assert mux.mode is Mode.HOLD
+    assert [(e.mode, e.automatic) for e in events] == [(Mode.TELEOP, False), (Mode.HOLD, True)]

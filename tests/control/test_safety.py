@@ -14,6 +14,7 @@ from mole_inference.control.transforms import (
     quat_from_rpy,
     quat_multiply,
     quat_to_matrix,
+    quat_to_rotvec,
 )
 from mole_inference.errors import InputError
 
@@ -151,6 +152,16 @@ def test_gripper_binarized_and_clamped():
     assert env(gripper_binarize=False).apply(pose(), delta(gripper=0.3), Source.POLICY).gripper == 0.3
 
 
+def test_gripper_binarized_with_hysteresis():
+    """A command hovering around 0.5 keeps the hand's state; only crossing the band switches it."""
+    e = env(gripper_close_below=0.4, gripper_open_above=0.6)
+    sent = [e.apply(pose(), delta(gripper=g), Source.POLICY).gripper for g in
+            (0.52, 0.45, 0.55, 0.41, 0.39, 0.5, 0.59, 0.45, 0.61, 0.5)]
+    assert sent == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    e.reset()  # nothing sent yet: the first command is split at 0.5
+    assert e.apply(pose(), delta(gripper=0.45), Source.POLICY).gripper == 0.0
+
+
 def test_invalid_measured_pose():
     with pytest.raises(InputError):
         env().apply(pose(x=math.nan), delta(), Source.POLICY)
@@ -237,3 +248,36 @@ def test_lagging_measured_pose_target_advances_by_the_full_delta_and_the_leash_b
     assert max(gaps) <= 0.03 + 1e-12
     # the leash bounds the gap; the arm still moves at the lag-limited 0.1 * 3 cm per tick, not 0.1 * 4 mm
     assert measured.position[0] - 0.5 > 0.1
+
+
+# -- rotation deltas near 2*pi (issue #11): normalised before the clamp, which never reverses the direction -------
+@pytest.mark.parametrize(("axis", "angle", "normalised"), [
+    (5, 2 * math.pi - 0.3, -0.3),
+    (5, -2 * math.pi + 0.3, 0.3),
+    (5, 2 * math.pi - 0.01, -0.01),  # within the step limit: passes unclamped, as the small rotation it is
+    (3, 2 * math.pi + 0.2, 0.2),
+    (4, -4 * math.pi - 0.2, -0.2),
+])
+def test_rotation_delta_near_two_pi_is_normalised_then_clamped(axis, angle, normalised):
+    d = delta()
+    d[axis] = angle
+    cmd = env(max_step_rotation=0.05).apply(pose(), d, Source.POLICY)
+    expected = math.copysign(min(abs(normalised), 0.05), normalised)
+    assert cmd.delta[axis] == pytest.approx(expected, abs=1e-9)
+    assert np.abs(np.delete(cmd.delta[3:6], axis - 3)).max() < 1e-9
+    assert d[axis] == angle  # the caller's array is not modified
+
+
+def test_rotation_clamp_never_reverses_direction():
+    rng = np.random.default_rng(0)
+    e = env(max_step_rotation=0.05, max_target_angle=0.2)
+    for raw in rng.uniform(-3 * math.pi, 3 * math.pi, size=(300, 3)):
+        normalised = (raw + math.pi) % (2 * math.pi) - math.pi
+        if abs(math.pi - np.abs(normalised).max()) < 0.05:
+            continue  # a half turn has no direction to keep
+        intended = quat_to_rotvec(quat_from_rpy(*normalised))
+        e.reset()
+        cmd = e.apply(pose(), delta(*np.zeros(3), *raw), Source.POLICY)
+        applied = quat_to_rotvec(quat_multiply(cmd.quaternion, quat_conjugate(pose().quaternion)))
+        assert np.linalg.norm(applied) <= 0.05 + 1e-9
+        assert float(np.dot(applied, intended)) > 0.0  # shortened, never turned the other way

@@ -14,10 +14,10 @@ DT = 0.02  # 50 Hz
 
 
 def ramp_chunk(base: float, n: int = 16, gripper: float = 1.0) -> np.ndarray:
-    """Chunk whose step k has dx = base + k, dyaw = -(base + k), gripper fixed."""
+    """Chunk whose step k has dx = base + k, dyaw = -(base + k) / 100 (a real angle), gripper fixed."""
     chunk = np.zeros((n, 7))
     chunk[:, 0] = base + np.arange(n)
-    chunk[:, 5] = -(base + np.arange(n))
+    chunk[:, 5] = -(base + np.arange(n)) / 100
     chunk[:, 6] = gripper
     return chunk
 
@@ -132,7 +132,7 @@ def test_ensemble_weights_hand_checked():
     # at 0.25: A is at step 2 (12), B at step 1 (21), C at step 0 (30)
     expected = (30 * 1 + 21 * 0.5 + 12 * 0.25) / 1.75 * 0.2
     assert a[0] == pytest.approx(expected)
-    assert a[5] == pytest.approx(-expected)
+    assert a[5] == pytest.approx(-expected / 100)
     assert a[6] == 1.0  # gripper from the newest chunk, not averaged
 
 
@@ -176,3 +176,31 @@ def test_push_from_worker_thread_while_ticking():
         stop.set()
         thread.join()
     assert all(r is not None and r[0] == pytest.approx(0.2) for r in results)
+
+
+# -- rotation deltas are normalised before they are split per tick or averaged (issue #11) ------------------------
+@pytest.mark.parametrize(("dyaw", "normalised"), [
+    (2 * math.pi - 0.1, -0.1),  # a yaw step across the +-pi seam, as an unwrapped difference gives it
+    (-2 * math.pi + 0.1, 0.1),
+    (4 * math.pi + 0.05, 0.05),
+    (math.pi, math.pi),  # +pi stays +pi: normalising never flips an angle that is already in range
+    (-math.pi, -math.pi),
+])
+def test_rotation_step_is_normalised_before_the_per_tick_split(dyaw, normalised):
+    s = ChunkScheduler(SchedulerConfig(control_rate_hz=50.0, action_dt=0.1))
+    chunk = np.zeros((2, 7))
+    chunk[:, 3:6] = [0.0, 0.0, dyaw]
+    s.push(chunk, image_stamp=0.0, now=0.0)
+    ticks = [s.next_action(i * DT)[5] for i in range(5)]  # the five ticks of step 0
+    np.testing.assert_allclose(ticks, [normalised * 0.2] * 5, atol=1e-12)
+    assert sum(ticks) == pytest.approx(normalised)  # the step turns the way its rotation does
+
+
+def test_ensemble_averages_normalised_rotations():
+    s = ChunkScheduler(SchedulerConfig(ensemble=True, ensemble_decay=0.0))
+    a, b = np.zeros((4, 7)), np.zeros((4, 7))
+    a[:, 5] = 0.1
+    b[:, 5] = 0.1 - 2 * math.pi  # the same rotation, written the other way round
+    s.push(a, 0.0, 0.0)
+    s.push(b, 0.0, 0.01)
+    assert s.next_action(0.02)[5] == pytest.approx(0.1 * 0.2)  # not (0.1 - pi) * 0.2: a turn backwards

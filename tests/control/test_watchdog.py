@@ -35,11 +35,15 @@ def test_fresh_inputs_are_healthy():
 ])
 def test_each_age_timeout(feed, limit, fault):
     w = fed()
-    # keep every other input fresh so only the one under test ages
-    for name in ("image_received", "chunk_received", "pose_received"):
-        if name != feed:
-            getattr(w, name)(limit + 0.05)
+
+    def keep_others_fresh(now):  # so that only the input under test ages
+        for name in ("image_received", "chunk_received", "pose_received"):
+            if name != feed:
+                getattr(w, name)(now)
+
+    keep_others_fresh(limit)
     assert w.check(limit).ok  # exactly at the limit is still fine
+    keep_others_fresh(limit + 0.05)
     h = w.check(limit + 0.05)
     assert h.faults == (fault,)
     assert fault.value in h.reason and f"> {limit:.3f} s" in h.reason
@@ -81,3 +85,78 @@ def test_all_faults_reported_together_and_reset():
     assert len(h.reasons) == 4
     w.reset()
     assert set(w.check(2.0).faults) == {Fault.NO_IMAGE, Fault.NO_CHUNK, Fault.NO_POSE}
+
+
+# -- stamps from the future (issue #11: one future stamp kept by max() made STALE_IMAGE never fire again) --------
+def test_one_future_image_stamp_does_not_keep_a_dead_camera_healthy():
+    w = fed()
+    w.image_received(3600.0)  # one bad header (or a camera clock an hour ahead); no arrival time given
+    for t in (0.02, 0.04):
+        w.image_received(t)
+        w.chunk_received(t)
+        w.pose_received(t)
+    h = w.check(0.04)
+    assert h.faults == (Fault.STALE_IMAGE,) and "in the future" in h.reason
+    w.pose_received(0.5)
+    w.chunk_received(0.5)
+    assert Fault.STALE_IMAGE in w.check(0.5).faults  # camera dead since 0.04: must never look healthy
+
+
+def test_future_stamp_is_rejected_on_arrival_and_the_camera_death_still_fires():
+    w = fed()
+    assert not w.image_received(3600.0, received=0.01)  # rejected: not counted as a frame
+    assert w.image_received(0.02, received=0.02)  # later good frames are still accepted
+    w.chunk_received(0.3, received=0.3)
+    w.pose_received(0.3, received=0.3)
+    assert w.check(0.3).ok
+    w.pose_received(0.33, received=0.33)
+    w.chunk_received(0.33, received=0.33)
+    h = w.check(0.33)  # the camera died after the frame stamped 0.02
+    assert h.faults == (Fault.STALE_IMAGE,) and "0.310 s old" in h.reason
+
+
+def test_stamp_within_the_tolerance_is_accepted():
+    w = fed()
+    assert w.image_received(0.14, received=0.1)  # 40 ms ahead of arrival <= max_future_stamp (50 ms)
+    assert w.check(0.1).ok
+
+
+def test_reason_says_why_frames_were_rejected(caplog):
+    w = Watchdog(CFG)
+    with caplog.at_level("WARNING", logger="mole_inference.control.watchdog"):
+        for t in (0.0, 0.05, 0.1):  # a camera clock 2 s ahead: every frame rejected, logged once
+            assert not w.image_received(t + 2.0, received=t)
+    assert caplog.text.count("rejected") == 1 and "clock ahead" in caplog.text
+    h = w.check(0.1)
+    assert Fault.NO_IMAGE in h.faults
+    assert "3 image(s) since rejected, stamped 2.000 s ahead of arrival" in h.reason
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_stamp_is_rejected(bad):
+    w = fed()
+    assert not w.pose_received(bad, received=0.05)
+    assert not w.image_received(bad)
+    h = w.check(0.35)
+    assert {Fault.STALE_IMAGE, Fault.STALE_POSE} <= set(h.faults)
+    assert "non-finite stamp" in h.reason
+
+
+def test_future_pose_stamp_makes_every_source_hold():
+    w = fed()
+    w.pose_received(10.0)  # no arrival time: caught by the check instead
+    h = w.check(0.05)
+    assert not h.pose_ok and Fault.STALE_POSE in h.faults
+
+
+def test_staleness_is_judged_on_arrival_time_too():
+    w = fed()
+    # a frame stamped slightly ahead (within the tolerance) arrives at 0.0: its stamp alone would keep the
+    # image fresh for 50 ms longer than the camera really delivered
+    assert w.image_received(0.04, received=0.0)
+    for t in (0.3, 0.32):
+        w.chunk_received(t, received=t)
+        w.pose_received(t, received=t)
+    assert w.check(0.3).ok
+    h = w.check(0.32)
+    assert h.faults == (Fault.STALE_IMAGE,) and "arrived 0.320 s ago" in h.reason

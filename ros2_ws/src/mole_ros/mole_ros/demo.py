@@ -136,8 +136,8 @@ class DemoMonitor(Node):
             self.stop("done")
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            self.diag[status.name.split(":")[0]] = {kv.key: kv.value for kv in status.values}
+        for status in msg.status:  # a node may send several ("mole_policy: control", "mole_policy: gripper")
+            self.diag.setdefault(status.name.split(":")[0], {}).update({kv.key: kv.value for kv in status.values})
 
     def _on_routing(self, msg: Float32MultiArray) -> None:
         layers, probs = conv.routing_from_msg(msg)

@@ -42,7 +42,7 @@ from mole_inference.policy.processing import MAX_IMAGE_SIDE
 from mole_ros import conversions as conv
 from mole_ros import qos
 from mole_ros.control_thread import ControlThread
-from mole_ros.gripper import GripperOutput, GripperSettings
+from mole_ros.gripper import GripperOutput, GripperSettings, resolve_mode
 from mole_ros.inference_worker import InferenceWorker
 from mole_ros.params import declare_config, help_field, read_config
 from mole_ros.telemetry import ERROR, OK, WARN, Telemetry, diagnostic_array
@@ -141,6 +141,7 @@ class PolicyNode(LifecycleNode):
         try:
             cfg = read_config(self, PolicyNodeConfig)
             ctl = read_config(self, ControlConfig, "control.", skip=("control.scheduler.action_dt",))
+            resolve_mode(cfg.gripper)  # gripper: franka without franka_msgs fails here, with the reason
             t0 = time.monotonic()
             policy = self.policy_factory(cfg)
             ctl = dataclasses.replace(ctl, scheduler=dataclasses.replace(ctl.scheduler, action_dt=policy.action_dt))
@@ -169,9 +170,11 @@ class PolicyNode(LifecycleNode):
         self._routing_pub = pub(Float32MultiArray, cfg.routing_topic, qos.RELIABLE)
         self._source_pub = pub(String, cfg.active_source_topic, qos.LATCHED)
         self._diag_pub = pub(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        safety = self.loop.config.safety
         self.gripper = GripperOutput(self, GripperSettings(cfg.gripper, cfg.gripper_topic, cfg.gripper_action_ns,
                                                            cfg.gripper_open_width, cfg.gripper_speed,
-                                                           cfg.gripper_force))
+                                                           cfg.gripper_force, safety.gripper_close_below,
+                                                           safety.gripper_open_above))
         self._entities = [
             # raw: frames are parsed in place (conversions.parse_image_cdr), never built as Python messages
             sub(Image, cfg.image_topic, self._on_image, qos.SENSOR, callback_group=inputs, raw=True),
@@ -195,9 +198,10 @@ class PolicyNode(LifecycleNode):
             sys.setswitchinterval(cfg.python_switch_interval)
         self._engage_pending = cfg.engage_on_start
         self.telemetry.control.reset()
-        loop.envelope.reset()  # a new engage: no previous target or hold latch from before a deactivation
+        loop.reset("activate", self._now())  # afresh: mux to its start mode, no chunk/target/latch from before
         self._active = True
         self.worker.start()
+        self.gripper.start()  # goals leave from its own thread; absent action servers are reported
         self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick)
         self._control.start()
         self._timers = [self.create_timer(cfg.diagnostics_period, self._on_diagnostics)]
@@ -232,6 +236,8 @@ class PolicyNode(LifecycleNode):
         self._timers = []
         if self.worker is not None:
             self.worker.stop()
+        if self.cfg is not None:
+            self.gripper.stop()
         if self.cfg is not None and self.cfg.python_switch_interval > 0:
             sys.setswitchinterval(self._switch_interval)
 
@@ -268,10 +274,11 @@ class PolicyNode(LifecycleNode):
             self.telemetry.bad_frames += 1
             self.get_logger().error(f"bad camera frame dropped: {err}", throttle_duration_sec=1.0)
             return
-        stamp = msg.stamp_ns * 1e-9 or self._now()  # unstamped frames: arrival time
+        received = self._now()
+        stamp = msg.stamp_ns * 1e-9 or received  # unstamped frames: arrival time
         self._image_stamp = stamp
-        self.loop.image_received(stamp)
-        if self._active:
+        accepted = self.loop.image_received(stamp, received)  # False: stamped in the future (logged)
+        if self._active and accepted:
             self.worker.submit(msg, stamp)
 
     def _on_instruction(self, msg: String) -> None:
@@ -283,9 +290,10 @@ class PolicyNode(LifecycleNode):
         self.worker.set_instruction(text)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        stamp = conv.stamp_to_sec(msg.header.stamp) or self._now()
+        received = self._now()
+        stamp = conv.stamp_to_sec(msg.header.stamp) or received
         self._measured = (conv.pose_from_msg(msg), msg.header.frame_id or self.cfg.frame_id)
-        self.loop.pose_received(stamp)
+        self.loop.pose_received(stamp, received)
 
     def _on_teleop(self, msg: Float64MultiArray) -> None:
         try:
@@ -358,8 +366,13 @@ class PolicyNode(LifecycleNode):
         level, message = OK, f"{loop.mux.mode.value}"
         if health is not None and not health.ok:
             level, message = (WARN if loop.mux.mode.value != "policy" else ERROR), health.reason
-        self._diag_pub.publish(diagnostic_array(f"{self.get_name()}: control", "mole_vla", level, message, values,
-                                                self.get_clock().now().nanoseconds))
+        diag = diagnostic_array(f"{self.get_name()}: control", "mole_vla", level, message, values,
+                                self.get_clock().now().nanoseconds)
+        ok, text = self.gripper.status()
+        gripper = {"goals_sent": str(self.gripper.goals_sent), "failures": str(self.gripper.failures)}
+        diag.status.extend(diagnostic_array(f"{self.get_name()}: gripper", "mole_vla", OK if ok else ERROR, text,
+                                            gripper, 0).status)
+        self._diag_pub.publish(diag)
 
     def _image_age_ms(self) -> float:
         stamp = self._image_stamp

@@ -1,0 +1,162 @@
+"""Control-path faults of issue #11 at the mole_ros seam: twist output, a raising tick, instruction change,
+deactivate/reactivate. All but the last are deterministic (explicit times, no executor); the last runs the real
+node and asserts only on what was published, never on arrival times."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from mole_ros import conversions as conv
+from mole_ros import qos
+from mole_ros.control_thread import ControlThread
+from mole_ros.inference_worker import InferenceWorker
+from mole_ros.policy_node import PolicyNode
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from mole_inference.config.control import ControlConfig, SafetyConfig
+from mole_inference.control import ControlLoop, Pose, SafetyEnvelope, Source
+from mole_inference.data import schema
+
+pytestmark = pytest.mark.ros
+
+DT = 0.02
+MEASURED = Pose.from_arrays([0.5, 0.0, 0.3], [1.0, 0.0, 0.0, 0.0])
+
+
+def twist_vector(msg: TwistStamped) -> np.ndarray:
+    t = msg.twist
+    return np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
+
+
+# -- output: twist ------------------------------------------------------------------------------------------------
+def test_twist_is_the_applied_delta_over_dt_and_zero_on_hold():
+    env = SafetyEnvelope(SafetyConfig(max_step_translation=0.005, max_step_rotation=0.05))
+    cmd = env.apply(MEASURED, np.array([0.001, -0.002, 0.0005, 0.0, 0.0, 0.01, 1.0]), Source.POLICY)
+    msg = conv.command_to_twist(cmd, DT, 1_700_000_000_000_000_000, "fr3_link0")
+    np.testing.assert_allclose(twist_vector(msg), cmd.delta[:6] / DT, atol=1e-12)
+    np.testing.assert_allclose(twist_vector(msg), [0.05, -0.1, 0.025, 0.0, 0.0, 0.5], atol=1e-9)
+    assert msg.header.frame_id == "fr3_link0" and conv.stamp_to_sec(msg.header.stamp) == pytest.approx(1.7e9)
+    # clamped: the twist is what the envelope let through, not what was asked for
+    clamped = env.apply(MEASURED, np.array([0.1, 0, 0, 0, 0, 2 * math.pi - 0.3, 1.0]), Source.POLICY)
+    v = twist_vector(conv.command_to_twist(clamped, DT, 0, "fr3_link0"))
+    assert np.linalg.norm(v[:3]) == pytest.approx(0.005 / DT) and v[0] > 0
+    assert v[5] == pytest.approx(-0.05 / DT)  # dyaw 2*pi - 0.3 is the rotation -0.3: the short way
+    # hold: zero twist, whatever the previous command was
+    held = env.hold(MEASURED, "test")
+    assert held.is_hold
+    np.testing.assert_array_equal(twist_vector(conv.command_to_twist(held, DT, 0, "fr3_link0")), np.zeros(6))
+
+
+# -- a tick that raises -------------------------------------------------------------------------------------------
+def test_control_thread_survives_a_raising_tick():
+    calls: list[int] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) >= 6:
+            done.set()
+        if len(calls) % 2:
+            raise RuntimeError("tick failed")
+
+    thread = ControlThread(0.002, tick, name="test_control")
+    thread.start()
+    try:
+        assert done.wait(10.0), f"control thread stopped after {len(calls)} ticks"
+    finally:
+        thread.stop()
+
+
+# -- instruction change -------------------------------------------------------------------------------------------
+def test_instruction_change_drops_queued_actions_and_resets_the_policy(fake_policy):
+    resets: list[int] = []
+    fake_policy.reset = lambda: resets.append(1)
+    loop = ControlLoop(ControlConfig())
+    worker = InferenceWorker(fake_policy, loop, clock=lambda: 0.0, on_chunk=lambda c, s: None,
+                             on_error=lambda m: None, max_image_side=640)  # thread never started
+    loop.image_received(0.0, 0.0)
+    loop.pose_received(0.0, 0.0)
+    worker.set_instruction("pick up the red block")
+    loop.push_chunk(fake_policy.infer(np.zeros((8, 8, 3), np.uint8), "").actions, 0.0, 0.0)
+    assert loop.resume_policy("operator", 0.0)
+    assert loop.tick(DT, MEASURED).source is Source.POLICY
+    worker.set_instruction("pick up the red block")  # the latched topic repeats itself: nothing dropped
+    assert loop.tick(2 * DT, MEASURED).source is Source.POLICY
+    assert len(resets) == 1
+    worker.set_instruction("open the drawer")
+    cmd = loop.tick(3 * DT, MEASURED)
+    assert cmd.is_hold and len(resets) == 2  # no step of the old instruction after the change
+
+
+# -- deactivate / reactivate of the real node, output: twist ----------------------------------------------------
+class Feeder:
+    """Publishes the measured pose at 100 Hz and a frame every 50 ms, stamped now, from a thread."""
+
+    def __init__(self, ros, msgs) -> None:
+        self.ros, self.msgs = ros, msgs
+        self.pose_pub = ros.client.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
+        self.image_pub = ros.client.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
+        self.instruction_pub = ros.client.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Feeder:
+        self.instruction_pub.publish(String(data="pick up the red block"))
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            now = self.ros.now_ns()
+            self.pose_pub.publish(self.msgs.pose(now))
+            if i % 5 == 0:
+                self.image_pub.publish(self.msgs.image(now))
+            i += 1
+            time.sleep(0.01)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for pub in (self.pose_pub, self.image_pub, self.instruction_pub):
+            self.ros.client.destroy_publisher(pub)
+
+
+def test_reactivated_node_holds_until_an_explicit_resume(ros, msgs, fake_policy, wait):
+    node = ros.add(PolicyNode("mole_policy_faults", policy_factory=lambda cfg: fake_policy, context=ros.context,
+                              parameter_overrides=[Parameter("output", value="twist"),
+                                                   Parameter("control.watchdog.max_pose_age", value=0.3)]))
+    twists = ros.subscribe(TwistStamped, "/cartesian_controller/target_twist", qos.RELIABLE)
+    node.trigger_configure()
+    node.trigger_activate()
+    with Feeder(ros, msgs):
+        resume = f"/{node.get_name()}/resume_policy"
+        assert wait(lambda: ros.call(Trigger, resume).success, 5.0), "policy never became resumable"
+        # the fake policy moves +x 1 cm per 0.1 s step: 0.1 m/s
+        assert wait(lambda: len(twists) and twist_vector(twists.items[-1][1])[0] == pytest.approx(0.1), 2.0)
+        node.trigger_deactivate()
+        assert node.loop.mux.mode.value == "policy"  # deactivation itself changes nothing: output stops
+
+        def quiet() -> bool:  # what was published before the deactivation has been delivered
+            n = len(twists)
+            time.sleep(0.2)
+            return len(twists) == n
+
+        assert wait(quiet, 3.0), "twists still published after deactivation"
+        node.trigger_activate()
+        assert node.loop.mux.mode.value == "hold"  # ... but activation starts afresh
+        mark = len(twists)
+        assert wait(lambda: len(twists) >= mark + 10, 3.0)
+        after = [twist_vector(m) for _, m in twists.items[mark:]]
+        assert all(not v.any() for v in after), "the policy drove after reactivation without a resume"
+        assert wait(lambda: ros.call(Trigger, resume).success, 5.0)
+        assert wait(lambda: twist_vector(twists.items[-1][1])[0] == pytest.approx(0.1), 2.0)
+    ros.remove(node)
