@@ -1,20 +1,20 @@
-"""FR3 workstation: camera, policy, teleop and recorder next to franka_ros2 + a CRISP impedance controller.
+"""FR3 workstation: franka_ros2 + CRISP impedance controller, then camera, policy, teleop and recorder.
 
-    ros2 launch launch/robot.launch.py [config:=launch/config/robot.yaml]
-    ros2 launch launch/robot.launch.py foxglove:=true   # + foxglove_bridge on ws://<host>:8765
+    ros2 launch mole_ros robot.launch.py robot_ip:=<FR3 control box>        # installed workspace
+    ros2 launch launch/robot.launch.py robot_ip:=<...>                      # source checkout
+    ... robot:=false            # the robot side runs elsewhere: only our nodes
+    ... use_fake_hardware:=true # franka_ros2 mock hardware: check the graph without an arm
+    ... config:=<params.yaml> controllers_yaml:=<controller_manager.yaml> foxglove:=true spacenav:=false
 
-Start the robot side first (franka_ros2 bringup with the cartesian_impedance_controller and the
-franka_robot_state_broadcaster). Same nodes and parameters as `mole-vla stack --config launch/config/robot.yaml`.
-Open launch/foxglove/mole.json in Foxglove as the layout (README, "Look at it").
+The robot side is franka_bringup's franka.launch.py (FR3 hardware, robot state broadcasters, Franka Hand) with
+launch/config/controllers/fr3.yaml as its controller_manager params, plus the CRISP pose_broadcaster and
+cartesian_impedance_controller (active, holding the pose it starts in). Our nodes and their parameters come from
+launch/config/robot.yaml, as for `mole-vla stack --config launch/config/robot.yaml`. Step by step: docs/robot.md.
 """
 
-from pathlib import Path
-
-from mole_ros.launch_description import describe
-
-CONFIG = Path(__file__).resolve().parent / "config" / "robot.yaml"
+from mole_ros.launch_description import describe_robot, launch_file
 
 
 def generate_launch_description():
-    """The nodes listed in the params file, each with that file's parameters."""
-    return describe(CONFIG)
+    """Robot side, then the nodes listed in the params file; files from share/mole_ros or this checkout."""
+    return describe_robot(launch_file("config", "robot.yaml"), launch_file("config", "controllers", "fr3.yaml"))
