@@ -21,6 +21,7 @@ COMMANDS = [
     "sim",
     "export",
     "build_engine",
+    "convert",
 ]
 
 

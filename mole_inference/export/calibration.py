@@ -83,7 +83,7 @@ def synthetic_samples(n: int = 16, holdout: int = 4, seed: int = 0) -> Calibrati
 
 def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_stage: int = 64
                         ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Inputs of every stage over `samples`, from an fp32 OnnxPolicy (routed run and full run per sample).
+    """Inputs of every stage over `samples`, from fp32 `OnnxStages` (routed run and full run per sample).
 
     At most `max_per_stage` feeds are kept per stage (evenly thinned DDIM steps for the head), bounding memory
     on large presets.

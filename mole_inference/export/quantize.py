@@ -106,9 +106,9 @@ def quantize_export(man: Manifest, data: CalibrationSet, seed: int = 0, threads:
 
     Returns (and stores in the manifest as `reports["int8"]`) the weight-bytes ratios and the error figures.
     """
-    from mole_inference.runtime.onnx_backend import OnnxPolicy
+    from mole_inference.export.onnx_run import OnnxStages
 
-    fp32 = OnnxPolicy(man, "fp32", threads=threads)
+    fp32 = OnnxStages(man, "fp32", threads=threads)
     feeds = record_stage_inputs(fp32, data.calib, seed)
     (man.root / "int8").mkdir(exist_ok=True)
     stages: dict[str, StageEntry] = {}
@@ -123,7 +123,7 @@ def quantize_export(man: Manifest, data: CalibrationSet, seed: int = 0, threads:
     report = {"calibration": data.source, "calib_frames": len(data.calib), "holdout_frames": len(data.holdout),
               "weight_bytes_fp32": fp32_b, "weight_bytes_fp16": fp16_b, "weight_bytes_int8": int8_b,
               "int8_over_fp32": int8_b / fp32_b, "int8_over_fp16": int8_b / fp16_b,
-              **action_error(fp32, OnnxPolicy(man, "int8", threads=threads), data.holdout, seed)}
+              **action_error(fp32, OnnxStages(man, "int8", threads=threads), data.holdout, seed)}
     man.reports["int8"] = report
     man.save()
     log.info("int8: weights %.3f of fp32, %.3f of fp16; held-out action error mean %.4f max %.4f",
@@ -132,7 +132,8 @@ def quantize_export(man: Manifest, data: CalibrationSet, seed: int = 0, threads:
 
 
 def action_error(ref, test, samples: list, seed: int = 0) -> dict[str, float]:
-    """Normalized-action error of `test` against `ref` (same frames, same noise), and routing agreement.
+    """Normalized-action error of `test` against `ref` (two OnnxStages; same frames, same noise), and routing
+    agreement.
 
     Errors are in the model's normalized action space ([-1, 1] per dimension), before de-normalization.
     """
@@ -142,10 +143,10 @@ def action_error(ref, test, samples: list, seed: int = 0) -> dict[str, float]:
     for i, (image, instruction) in enumerate(samples):
         pixels, ids, mask = ref.prepare(image, instruction)
         noise = initial_noise(seed + 10_000 + i, ref.chunk_size, ref.cfg.action_head.action_dim, ref._rng)
-        a, ra, _ = ref.run(pixels, ids, mask, noise)
-        b, rb, _ = test.run(pixels, ids, mask, noise)
+        a, layers_a, _ = ref.run(pixels, ids, mask, noise)
+        b, layers_b, _ = test.run(pixels, ids, mask, noise)
         errs.append(np.abs(a - b))
-        same += ra.layers == rb.layers
+        same += layers_a == layers_b
     e = np.stack(errs) if errs else np.zeros((1, 1))
     return {"action_mae": float(e.mean()), "action_max_err": float(e.max()),
             "routing_agreement": same / max(1, len(samples))}

@@ -1,0 +1,134 @@
+"""An export folder's stage graphs run in ONNX Runtime, in pipeline order (vision, router, k layers, cognition,
+DDIM over denoise).
+
+Lives in `export` because export itself runs its graphs: INT8 calibration records every stage's inputs and the
+INT8 report measures action error against fp32. `runtime.onnx_backend.OnnxPolicy` wraps `OnnxStages` behind the
+Policy contract (runtime -> export, never the reverse; DESIGN.md). Host-side steps use the same functions as
+`runtime.staged.StagedPolicy` (resize, tokenizer, top-k, DDIM), so numbers match the Policy's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+
+from mole_inference.errors import BackendUnavailableError, ConfigError
+from mole_inference.export.manifest import Manifest
+from mole_inference.export.stages import layer_stage
+from mole_inference.model.diffusion import DDIMScheduler
+from mole_inference.model.routers import topk_mask
+from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
+from mole_inference.policy.processing import check_instruction, resize_image, to_chw_float
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[str, dict[str, np.ndarray]], None]
+Timer = Callable[[str], AbstractContextManager]
+
+
+def import_ort():
+    """The onnxruntime module, or BackendUnavailableError saying which extra installs it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailableError("backend 'onnxruntime' needs onnxruntime; "
+                                      "pip install 'mole-inference[export]'") from None
+    return ort
+
+
+def ort_providers(device: str) -> list:
+    """Execution providers for `device` ("cpu", "cuda", "cuda:N"); BackendUnavailableError if CUDA is absent."""
+    ort = import_ort()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailableError(f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
+                                          f"(has {ort.get_available_providers()}); pip install onnxruntime-gpu")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
+    raise ConfigError(f"device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _no_timer(name: str) -> AbstractContextManager:
+    return nullcontext()
+
+
+class OnnxStages:
+    """One ONNX Runtime session per stage of one variant of an export; `run` executes a control step.
+
+    `session_runs` counts `session.run` calls per stage; `observer(stage, feeds)`, when set, sees every stage's
+    inputs (INT8 calibration records them).
+    """
+
+    def __init__(self, manifest: Manifest, variant: str = "fp32", device: str = "cpu", threads: int = 0,
+                 observer: Observer | None = None) -> None:
+        ort = import_ort()
+        self.manifest, self.variant, self.device = manifest, variant, device
+        self.cfg, self.k = manifest.model_config(), manifest.k
+        self.num_layers = self.cfg.llm.num_layers
+        self.chunk_size = self.cfg.action_head.chunk_size
+        self.tokenizer = load_tokenizer(self.cfg.llm.tokenizer, self.cfg.llm.vocab_size, self.cfg.llm.text_tokenizer)
+        self.scheduler = DDIMScheduler(self.cfg.action_head)
+        self._rng = np.random.default_rng()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Each session owns a thread pool whose idle threads spin; with one session per stage run back to back,
+        # the spinning pools of finished stages steal the cores of the next (measured 4-5x slower on `small`).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ort_providers(device)
+        self.sessions = {name: ort.InferenceSession(str(manifest.path(variant, name)), opts, providers=providers)
+                         for name in manifest.variants[variant]}
+        self.session_runs: Counter[str] = Counter()
+        self.observer = observer
+        log.info("onnxruntime stages: %s/%s, %d sessions on %s", manifest.root, variant, len(self.sessions),
+                 self.sessions["vision"].get_providers()[0])
+
+    def __call__(self, stage: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        """Run one stage graph on named numpy inputs."""
+        if self.observer is not None:
+            self.observer(stage, feeds)
+        self.session_runs[stage] += 1
+        return self.sessions[stage].run(None, feeds)
+
+    def prepare(self, image: np.ndarray, instruction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Checked inputs -> pixels (1, 3, S, S) float32, ids (1, T) int64, text mask (1, T) bool (numpy)."""
+        pixels = to_chw_float(resize_image(image, self.cfg.vision.image_size))
+        ids, mask = tokenize_batch(self.tokenizer, [check_instruction(instruction)], self.cfg.llm.max_text_tokens)
+        return pixels, ids.numpy(), mask.numpy()
+
+    def select(self, probs: np.ndarray) -> list[int]:
+        """The router's top-k layers, ascending, from probabilities (1, K) (same rule as MoLeVLA.select)."""
+        mask = topk_mask(torch.from_numpy(np.asarray(probs, dtype=np.float32)), self.k)
+        return torch.nonzero(mask[0]).flatten().tolist()
+
+    def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
+            layers: Sequence[int] | None = None, timer: Timer = _no_timer
+            ) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """Normalized actions (C, A) float64, the layers run (ascending) and router probabilities (1, K).
+
+        `layers` overrides the router (None: top-k; `range(K)`: the full model); `timer(name)` wraps each stage.
+        """
+        with timer("vision"):
+            (img,) = self("vision", pixels=pixels)
+        with timer("router"):
+            probs, h, bias, cos, sin = self("router", img=img, ids=ids, text_mask=mask)
+            chosen = sorted(layers) if layers is not None else self.select(probs)
+        with timer("llm"):
+            for i in chosen:
+                (h,) = self(layer_stage(i), h=h, bias=bias, cos=cos, sin=sin)
+            (cog,) = self("cognition", h=h)
+        with timer("action_head"):
+            def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(self("denoise", x=x.numpy(), t=t.numpy(), cognition=cog)[0])
+
+            actions = self.scheduler.sample(eps_fn, torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)))
+        return actions[0].numpy().astype(np.float64), chosen, probs
