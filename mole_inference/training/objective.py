@@ -110,9 +110,11 @@ class MoLeObjective(nn.Module):
         else:
             parts["cog"] = hidden.new_zeros(())
         parts["loss"] = total_loss(parts["task"], parts["cog"], parts["lb"], t.lambda_cog, t.lambda_lb)
-        if self.goal_head is not None:
+        if self.goal_head is not None:  # without labels (goal None or masked out) the term is 0, still in the graph
+            pred = self.goal_head(cog)
             if goal is None:
-                raise ValueError("training.goal_weight > 0 needs subgoal labels (goal)")
-            parts["goal"] = subgoal_loss(self.goal_head(cog), goal / t.goal_scale, goal_mask)
+                goal, goal_mask = torch.zeros_like(pred), torch.zeros(pred.shape[0], dtype=torch.bool,
+                                                                       device=pred.device)
+            parts["goal"] = subgoal_loss(pred, goal / t.goal_scale, goal_mask)
             parts["loss"] = parts["loss"] + t.goal_weight * parts["goal"]
         return parts
