@@ -33,7 +33,7 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `sim record-demos`, `sim eval`, `sim collect-interventions` and `sim probe`."""
+    """Add `sim record-demos`, `sim eval`, `sim collect-interventions`, `sim probe` and `sim ablate`."""
     s = sub.add_parser("sim", help="MuJoCo FR3 simulation: expert demonstrations, closed-loop evaluation")
     cmds = s.add_subparsers(dest="sim_command", required=True)
 
@@ -102,6 +102,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.set_defaults(func=run_probe)
+
+    a = cmds.add_parser("ablate", help="the ablation: a shared all-layers model, each router / CogKD variant "
+                                       "trained from it and evaluated on the same seeds; results.md + plot")
+    a.add_argument("--config", type=Path, required=True, help="ablation YAML (see models/ablation.yaml)")
+    a.add_argument("--out", type=Path, required=True, help="folder: base/, one subfolder per variant, results.md")
+    a.add_argument("--resume", action="store_true",
+                   help="skip finished variants (final checkpoint + eval report), continue half-trained ones")
+    a.add_argument("--quick", action="store_true", help="the YAML's quick_steps and quick_episodes (wiring check)")
+    a.add_argument("--init", help="checkpoint folder of the shared all-layers model (skips training it)")
+    a.add_argument("--no-progress", dest="progress", action="store_false", help="no training progress bars")
+    a.set_defaults(func=run_ablate)
 
 
 def _progress(total: int, unit: str) -> Any:
@@ -187,6 +198,20 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"instruction probe: {data['hit_rate']:.0%} of {data['queries']} queries point at the named cube "
               f"(chance {data['chance']:.0%}; {colors}); motions differ by {data['spread_m'] * 1e3:.1f} mm between "
               f"colours, mean motion {data['motion_m'] * 1e3:.1f} mm")
+    return 0
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    """Run (or resume) the ablation and print one line per variant and where the results are."""
+    from mole_inference.sim.ablate import load_ablation_config, run_ablation
+
+    cfg = load_ablation_config(args.config)
+    t0 = time.perf_counter()
+    runs = run_ablation(cfg, args.out, resume=args.resume, quick=args.quick, init=args.init, progress=args.progress)
+    for r in runs:
+        did = ", ".join(w for w, done in (("trained", r.trained), ("evaluated", r.evaluated)) if done) or "skipped"
+        print(f"{r.name:<24}{did:<22}{r.report}")
+    print(f"results: {args.out / 'results.md'} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
