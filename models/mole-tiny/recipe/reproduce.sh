@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 2 h 40 min on 2 cores,
-# plus about 40 min of evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 3 h on 2 cores, plus about
+# 40 min of evaluation).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
 #   B' 2000 steps from A@2500, adding the instruction FiLM and early-frame oversampling
 #   C  from B'@2000 with the subgoal head (training.goal_weight; its cosine spans 3500 steps; stopped at 1500)
 # Then two runs of 2500 steps start in parallel from C@1500 with the same data, schedule and subgoal head:
-#   D  STAR k = 4 + CogKD (the shipped checkpoint)     D' all layers (the comparison)
+#   D  STAR k = 4 + CogKD                                D' all layers (the comparison)
+# and each continues for 1200 steps (lr 3e-4, warmup 50, cosine): E from D (the shipped checkpoint), E' from D'.
 # Evaluation uses layout seeds 500000.. that no training or tuning used.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -37,11 +38,16 @@ ckpt="$work/C_full/checkpoints/step_0001500"
 $mole train --config $recipe/stage_d_mole.yaml --data "$work/demos" --out "$work/D_mole" --init "$ckpt" --no-progress &
 $mole train --config $recipe/stage_d_full.yaml --data "$work/demos" --out "$work/D_full" --init "$ckpt" --no-progress
 wait
-for run in D_mole D_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0002500" --tasks all --episodes 50 --seed 500000 \
+$mole train --config $recipe/stage_e_mole.yaml --data "$work/demos" --out "$work/E_mole" \
+  --init "$work/D_mole/checkpoints/step_0002500" --no-progress &
+$mole train --config $recipe/stage_e_full.yaml --data "$work/demos" --out "$work/E_full" \
+  --init "$work/D_full/checkpoints/step_0002500" --no-progress
+wait
+for run in E_mole E_full; do
+  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001200" --tasks all --episodes 50 --seed 500000 \
     --threads 1 --out "$work/eval_$run" &
 done
 wait
-$mole sim eval --checkpoint "$work/D_mole/checkpoints/step_0002500" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 --out "$work/eval_D_random"
-$mole sim probe --checkpoint "$work/D_mole/checkpoints/step_0002500" --frames 25 --seed 500000
+$mole sim eval --checkpoint "$work/E_mole/checkpoints/step_0001200" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 --out "$work/eval_E_random"
+$mole sim probe --checkpoint "$work/E_mole/checkpoints/step_0001200" --frames 25 --seed 500000
