@@ -220,11 +220,3 @@ def msgs() -> Any:
     Builders.HOME = HOME
     Builders.HOME_QUAT = HOME_QUAT
     return Builders
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Timing assertions against a 50 Hz Python executor on a shared 2-core machine: a test whose bounds a
-    scheduler stall broke is run again (twice at most); every run asserts the same bounds."""
-    for item in items:
-        if "tests/ros/" in str(item.path).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))

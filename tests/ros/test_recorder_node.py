@@ -39,7 +39,7 @@ def test_episode_counts_sources_and_metadata(ros, msgs, wait, tmp_path):
     assert wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 5.0)
     pubs["instruction"].publish(String(data="stack the red block"))
     pubs["source"].publish(String(data="policy"))
-    assert wait(lambda: len(node._latched) == 2, 2.0)
+    assert wait(lambda: len(node._latched) == 2, 10.0)
     for _ in range(3):  # before the episode: not recorded
         pubs["pose"].publish(msgs.pose(ros.now_ns()))
     time.sleep(0.1)
@@ -64,7 +64,7 @@ def test_episode_counts_sources_and_metadata(ros, msgs, wait, tmp_path):
         time.sleep(0.01)
     expected = {schema.MEASURED_POSE_TOPIC: 20, schema.IMAGE_TOPIC: 5, schema.EE_DELTA_TOPIC: 10,
                 schema.GRIPPER_COMMAND_TOPIC: 2, schema.INSTRUCTION_TOPIC: 1, schema.ACTIVE_SOURCE_TOPIC: 3}
-    assert wait(lambda: all(node.writer.counts.get(t, 0) == n for t, n in expected.items()), 3.0), node.writer.counts
+    assert wait(lambda: all(node.writer.counts.get(t, 0) == n for t, n in expected.items()), 10.0), node.writer.counts
     node.set_parameters([Parameter("episode.success", value="true"), Parameter("episode.notes", value="clean")])
     stop = ros.call(Trigger, "/mole_recorder/stop_episode")
     assert stop.success and json.loads(stop.message)["success"] is True

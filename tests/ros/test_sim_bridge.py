@@ -143,8 +143,11 @@ def test_target_pose_moves_the_arm_there(ros, bridge, wait):
 
 def test_nan_and_far_targets_are_refused_and_the_arm_holds(ros, bridge, wait):
     poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
-    assert wait(lambda: len(poses) > 0, 8)
-    time.sleep(0.3)
+    def settled() -> bool:  # the arm still (an earlier test's target may still be settling)
+        recent = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for _, m in poses.items[-10:]])
+        return len(recent) == 10 and float(np.ptp(recent, axis=0).max()) < 1e-4
+
+    assert wait(settled, 8)
     held = latest_pose(poses)
     refused = bridge.rejected
     pub = ros.client.create_publisher(PoseStamped, schema.TARGET_POSE_TOPIC, qos.RELIABLE)
