@@ -162,6 +162,11 @@ class Watchdog:
                     self.missed_deadlines += 1
             self._inference_start = None
 
+    def latest_image(self) -> tuple[float | None, float | None]:
+        """(stamp, arrival) of the newest accepted image; (None, None) before the first."""
+        with self._lock:
+            return self._image.stamp, self._image.received
+
     def reset(self) -> None:
         """Forget everything seen (e.g. on lifecycle deactivate)."""
         with self._lock:

@@ -27,7 +27,9 @@ from mole_inference.data import schema
 pytestmark = pytest.mark.ros
 
 PERIOD = 0.02  # 50 Hz
-SLACK = 0.015  # scheduling slack on a loaded 2-core CI machine
+# No wall-clock latency bounds here (a loaded CI machine delays any tick): the one-tick reaction to NaN chunks,
+# teleop input, takeover and resume is asserted with injected clocks in tests/control/test_mux.py and
+# test_loop.py; these tests check the same behaviour through rclpy by order and header stamps.
 
 
 class Feeder:
@@ -182,11 +184,8 @@ def test_bad_frames_log_hold_and_node_survives(stack, msgs, wait, kind):
     t_switch = time.monotonic()
     feeder.make_image = _bad(kind)  # only bad frames from now on
     assert wait(lambda: first_hold_after(out, t_switch) is not None, 2.0), "never held on bad frames"
-    t_hold = first_hold_after(out, t_switch)
-    # the last good frame is at most 50 ms before the switch; hold once it is max_image_age old (the exact
-    # one-period bound is checked from header stamps in test_camera_timeout_holds_within_one_period; here
-    # delivery to the test client on a loaded machine adds to it)
-    assert t_hold - t_switch <= 0.05 + 0.3 + 0.5
+    # held once the last good frame is max_image_age old (the exact tick, from header stamps:
+    # test_camera_timeout_holds_within_one_period)
     assert wait(lambda: any("bad camera frame" in e for e in errors(out)), 2.0)
     assert node.telemetry.bad_frames > bad_before
     assert node.loop.mux.mode.value == "hold"
@@ -206,8 +205,6 @@ def test_nan_from_model_holds(stack, msgs, wait):
     policy.nan = True
     t_nan = time.monotonic()
     assert wait(lambda: first_hold_after(out, t_nan) is not None, 1.0)
-    t_hold = first_hold_after(out, t_nan)
-    assert t_hold - t_nan < 0.05 + 2 * PERIOD + SLACK  # next frame (20 Hz) + one tick
     assert wait(lambda: any("NaN" in e for e in errors(out)), 2.0)
     time.sleep(0.3)
     recent = sources(out["deltas"], time.monotonic() - 0.2)
@@ -231,10 +228,15 @@ def test_camera_timeout_holds_within_one_period(stack, msgs, wait):
                 if conv.stamp_to_ns(m.header.stamp) > last_image_ns and abs(m.pose.position.x - msgs.HOME[0]) < 1e-9]
 
     assert wait(lambda: bool(holds()), 1.0)
-    first_hold = holds()[0]
     assert node.loop.mux.mode.value == "hold"
-    age = (conv.stamp_to_ns(first_hold.header.stamp) - last_image_ns) * 1e-9
-    assert 0.3 < age <= 0.3 + PERIOD + SLACK, f"first hold {age:.3f} s after the last frame"
+    image_stamp, _ = node.loop.watchdog.latest_image()  # the newest frame the node accepted (SENSOR QoS may drop)
+    limit_ns = image_stamp * 1e9 + 0.3e9
+    ticks = [(conv.stamp_to_ns(m.header.stamp), abs(m.pose.position.x - msgs.HOME[0]) < 1e-9)
+             for _, m in list(out["targets"].items)]
+    first = next(i for i, (stamp, hold) in enumerate(ticks) if hold and stamp > last_image_ns)
+    # the first hold is the first tick past max_image_age after that frame: never earlier, never a tick later
+    assert ticks[first][0] > limit_ns, f"held {(limit_ns - ticks[first][0]) * 1e-9:.3f} s before the image aged"
+    assert ticks[first - 1][0] <= limit_ns and not ticks[first - 1][1], "a tick past the limit still moved"
 
 
 def test_takeover_passes_teleop_within_one_period_and_resume_returns(ros, stack, msgs, wait):
@@ -249,7 +251,9 @@ def test_takeover_passes_teleop_within_one_period_and_resume_returns(ros, stack,
     teleop = [(t, conv.ee_delta_from_msg(m)) for t, m in out["deltas"].since(t_first)
               if conv.ee_delta_from_msg(m)[1] == "teleop"]
     assert teleop, "no teleop delta passed"
-    assert teleop[0][0] - t_first <= PERIOD + SLACK
+    # while the operator's input stays live every tick after the first teleop one passes it (no hold, no policy)
+    after = sources(out["deltas"], teleop[0][0])
+    assert after and all(src == "teleop" for _, src in after[:-2]), after
     np.testing.assert_allclose(teleop[-1][1][0], delta, atol=1e-9)  # small delta: passes unclamped
     assert node.telemetry is not None and out["source"].items[-1][1].data == "teleop"
     response = ros.call(Trigger, f"/{node.get_name()}/resume_policy")
@@ -257,7 +261,8 @@ def test_takeover_passes_teleop_within_one_period_and_resume_returns(ros, stack,
     t_resume = time.monotonic()
     assert wait(lambda: any(s == "policy" for _, s in sources(out["deltas"], t_resume)), 1.0)
     t_policy = next(t for t, s in sources(out["deltas"], t_resume) if s == "policy")
-    assert t_policy - t_resume <= PERIOD + SLACK
+    time.sleep(0.1)  # from the first policy tick on, the policy keeps control (no flapping back to teleop)
+    assert all(src == "policy" for _, src in sources(out["deltas"], t_policy))
     assert wait(lambda: out["source"].items[-1][1].data == "policy", 1.0)
 
 
