@@ -100,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--frames", type=int, default=20, help="held-out first frames (4 queries each)")
     pr.add_argument("--seed", type=int, default=700_000, help="layout seeds seed..seed+frames-1")
     pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    pr.add_argument("--yaw", action="store_true",
+                    help="also probe the grasp rotation on held-out pick frames (needed vs predicted yaw)")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.set_defaults(func=run_probe)
 
@@ -183,7 +185,7 @@ def run_interventions(args: argparse.Namespace) -> int:
 def run_probe(args: argparse.Namespace) -> int:
     """Print how often the predicted motion points at the cube the instruction names."""
     from mole_inference.runtime import load_policy
-    from mole_inference.sim.probe import probe_instructions
+    from mole_inference.sim.probe import probe_instructions, probe_yaw
 
     if args.threads:
         import torch
@@ -191,13 +193,19 @@ def run_probe(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     policy = load_policy(checkpoint=args.checkpoint, router=args.router)
     data = probe_instructions(policy, frames=args.frames, seed=args.seed).to_dict()
+    if args.yaw:
+        data["yaw"] = probe_yaw(policy, frames=args.frames, seed=args.seed).to_dict()
     if args.json:
         print(json.dumps(data, indent=2))
-    else:
-        colors = ", ".join(f"{c} {v:.0%}" for c, v in data["per_color"].items())
-        print(f"instruction probe: {data['hit_rate']:.0%} of {data['queries']} queries point at the named cube "
-              f"(chance {data['chance']:.0%}; {colors}); motions differ by {data['spread_m'] * 1e3:.1f} mm between "
-              f"colours, mean motion {data['motion_m'] * 1e3:.1f} mm")
+        return 0
+    colors = ", ".join(f"{c} {v:.0%}" for c, v in data["per_color"].items())
+    print(f"instruction probe: {data['hit_rate']:.0%} of {data['queries']} queries point at the named cube "
+          f"(chance {data['chance']:.0%}; {colors}); motions differ by {data['spread_m'] * 1e3:.1f} mm between "
+          f"colours, mean motion {data['motion_m'] * 1e3:.1f} mm")
+    if args.yaw:
+        y = data["yaw"]
+        print(f"yaw probe: grasp rotation error {y['mae_rad']:.3f} rad vs {y['mae_no_turn_rad']:.3f} rad for not "
+              f"turning (correlation {y['corr']:.2f}, {y['frames']} pick frames)")
     return 0
 
 

@@ -79,3 +79,39 @@ def probe_instructions(policy: Policy, frames: int = 20, seed: int = 700_000, ho
             m = np.stack(motions)
             report.spreads.append(float(np.mean([np.linalg.norm(a - b) for i, a in enumerate(m) for b in m[i + 1:]])))
     return report
+
+
+@dataclass
+class YawProbeReport:
+    """Needed vs predicted grasp rotation per held-out first frame of `pick`; `to_dict` is the JSON summary."""
+
+    needed: list[float] = field(default_factory=list)  # rad: the expert's rotation to the grasp yaw
+    predicted: list[float] = field(default_factory=list)  # rad: sum of the chunk's yaw deltas
+
+    def to_dict(self) -> dict[str, Any]:
+        """Mean absolute error of the predicted rotation next to that of not rotating at all, and the correlation."""
+        need, pred = np.asarray(self.needed), np.asarray(self.predicted)
+        corr = float(np.corrcoef(need, pred)[0, 1]) if len(need) > 2 and need.std() > 0 and pred.std() > 0 else 0.0
+        return {"frames": len(need), "mae_rad": float(np.mean(np.abs(pred - need))) if len(need) else 0.0,
+                "mae_no_turn_rad": float(np.mean(np.abs(need))) if len(need) else 0.0, "corr": corr}
+
+
+def probe_yaw(policy: Policy, frames: int = 20, seed: int = 700_000, start_offset: float = 0.06,
+              start_yaw: float = 0.3) -> YawProbeReport:
+    """Does the policy turn the gripper to the named cube's grasp yaw? On held-out `pick` first frames, compare the
+    summed yaw deltas of the first chunk with the rotation the scripted expert makes before it closes (the cube's
+    yaw modulo 90 degrees, nearest 0, minus the start yaw). A policy that never turns scores mae = mae_no_turn."""
+    from mole_inference.control.transforms import wrap_angle
+    from mole_inference.sim.env import make_env
+    from mole_inference.sim.expert import ee_yaw, grasp_yaw
+
+    report = YawProbeReport()
+    with make_env("pick", cameras=("wrist",), start_offset=start_offset, start_yaw=start_yaw) as env:
+        for j in range(frames):
+            obs = env.reset(seed + j)
+            state = env.state()
+            need = wrap_angle(grasp_yaw(state, env.task.target) - ee_yaw(state.ee_rot))
+            chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=seed + 97 * j)
+            report.needed.append(float(need))
+            report.predicted.append(float(chunk.actions[:, 5].sum()))
+    return report

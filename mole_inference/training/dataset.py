@@ -24,7 +24,7 @@ from mole_inference.errors import InputError
 from mole_inference.model.action_stats import ActionStats
 from mole_inference.model.tokenizer import check_lengths, load_tokenizer, tokenize_batch
 from mole_inference.policy.processing import resize_image
-from mole_inference.training.windows import EpisodeSamples, episode_samples
+from mole_inference.training.windows import GOAL_DIM, EpisodeSamples, episode_samples
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SampleTable:
     tasks: list[str]
     episodes: list[Path]
     frame_index: np.ndarray | None = None  # (F,) position of the frame in its episode (0 = first frame)
-    goals: np.ndarray | None = None  # (F, 3) offset to the next subgoal, m (windows.subgoal_offsets); NaN: unknown
+    goals: np.ndarray | None = None  # (F, 6) offset (m) + rotation vector (rad) to the next subgoal; NaN: unknown
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -72,7 +72,7 @@ class SampleTable:
             rows["task"].append(np.full(len(idx), t_id))
             rows["ep"].append(np.full(len(idx), e_id))
             rows["idx"].append(idx)
-            rows["goal"].append(ep.goals[idx] if ep.goals is not None else np.full((len(idx), 3), np.nan))
+            rows["goal"].append(ep.goals[idx] if ep.goals is not None else np.full((len(idx), GOAL_DIM), np.nan))
         if not rows["frames"]:
             raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
         cat = {k: np.concatenate(v) for k, v in rows.items()}
@@ -119,8 +119,9 @@ def augment(image: np.ndarray, rng: np.random.Generator, crop_scale: float, jitt
 
 class BagDataset(Dataset):
     """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A),
-    action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss), goal (3,) the
-    offset to the next subgoal in m and goal_mask () (False where unknown; see windows.subgoal_offsets)."""
+    action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss), goal (6,) the
+    offset (m) and rotation vector (rad) to the next subgoal and goal_mask () (False where unknown; see
+    windows.subgoal_offsets)."""
 
     def __init__(self, table: SampleTable, cfg: ModelConfig, stats: ActionStats | None = None,
                  augment_images: bool = True) -> None:
@@ -132,9 +133,9 @@ class BagDataset(Dataset):
         self.ids, self.text_mask = tokenize_batch(tok, table.instructions, cfg.llm.max_text_tokens)  # (I, T)
         self.actions = torch.from_numpy(self.stats.normalize(table.actions).astype(np.float32))  # (F, C, A)
         self.action_mask = torch.from_numpy(table.action_mask)  # (F, C)
-        goals = table.goals if table.goals is not None else np.full((len(table), 3), np.nan)
+        goals = table.goals if table.goals is not None else np.full((len(table), GOAL_DIM), np.nan)
         self.goal_mask = torch.from_numpy(np.isfinite(goals).all(axis=1))  # (F,)
-        self.goals = torch.from_numpy(np.nan_to_num(goals).astype(np.float32))  # (F, 3)
+        self.goals = torch.from_numpy(np.nan_to_num(goals).astype(np.float32))  # (F, 6)
 
     def __len__(self) -> int:
         return len(self.table)

@@ -54,9 +54,10 @@ def task_loss(eps_pred: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor | No
 
 
 def subgoal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared error summed over xyz, averaged over the samples whose label is known (beyond the paper).
+    """Squared error summed over the label's components, averaged over the samples whose label is known (beyond
+    the paper).
 
-    pred, target (B, 3) in goal_scale units; mask (B,) bool. Zero (with gradients) when no label is known.
+    pred, target (B, G) in goal-scale units; mask (B,) bool. Zero (with gradients) when no label is known.
     """
     err = (pred.float() - target.float()).square().sum(-1)  # (B,)
     if mask is None:

@@ -52,6 +52,11 @@ def key_mask(hidden: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([ones, text_mask.bool(), ones[:, :1]], dim=1)
 
 
+
+def goal_dims(rot_scale: float) -> int:
+    """Outputs of the subgoal head: the position offset, plus the rotation vector when `goal_rot_scale` > 0."""
+    return 6 if rot_scale > 0 else 3
+
 class MoLeObjective(nn.Module):
     """Student + mu (Eq. 15's projection, identity-initialized: teacher and student start equal) + the optional
     subgoal head (`training.goal_weight`, beyond the paper; used in training only)."""
@@ -68,7 +73,8 @@ class MoLeObjective(nn.Module):
             self.mu = nn.Linear(d, d, bias=False)
             with torch.no_grad():
                 self.mu.weight.copy_(torch.eye(d))
-        self.goal_head = nn.Linear(d, 3) if cfg.training.goal_weight > 0 else None
+        t = cfg.training
+        self.goal_head = nn.Linear(d, goal_dims(t.goal_rot_scale)) if t.goal_weight > 0 else None
 
     @property
     def uses_teacher(self) -> bool:
@@ -82,7 +88,7 @@ class MoLeObjective(nn.Module):
         """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...).
 
         `action_mask` (B, C): chunk steps that are recorded actions (False: padding past the episode's end).
-        `goal` (B, 3) m and `goal_mask` (B,): subgoal offsets for `training.goal_weight` (else ignored).
+        `goal` (B, 6) m/rad and `goal_mask` (B,): subgoal offsets for `training.goal_weight` (else ignored).
         """
         t = self.cfg.training
         model = self.student
@@ -111,10 +117,13 @@ class MoLeObjective(nn.Module):
             parts["cog"] = hidden.new_zeros(())
         parts["loss"] = total_loss(parts["task"], parts["cog"], parts["lb"], t.lambda_cog, t.lambda_lb)
         if self.goal_head is not None:  # without labels (goal None or masked out) the term is 0, still in the graph
-            pred = self.goal_head(cog)
+            pred = self.goal_head(cog)  # (B, 3) position, or (B, 6) position + rotation
             if goal is None:
-                goal, goal_mask = torch.zeros_like(pred), torch.zeros(pred.shape[0], dtype=torch.bool,
-                                                                       device=pred.device)
-            parts["goal"] = subgoal_loss(pred, goal / t.goal_scale, goal_mask)
+                goal, goal_mask = pred.new_zeros(pred.shape[0], 6), torch.zeros(pred.shape[0], dtype=torch.bool,
+                                                                                 device=pred.device)
+            target = goal[:, :3] / t.goal_scale
+            if pred.shape[1] == 6:
+                target = torch.cat([target, goal[:, 3:6] / t.goal_rot_scale], dim=1)
+            parts["goal"] = subgoal_loss(pred, target, goal_mask)
             parts["loss"] = parts["loss"] + t.goal_weight * parts["goal"]
         return parts

@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -108,8 +109,7 @@ class Trainer:
         self.module = wrap_for_training(self.objective, student.llm.layers, self.ctx)
         if self.teacher is not None:
             self.teacher = shard_like_student(self.teacher.to(dev), self.teacher.llm.layers, self.ctx)
-        trainable = [p for p in self.objective.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate,
+        self.optimizer = torch.optim.AdamW(param_groups(self.objective, t.router_lr_scale), lr=t.learning_rate,
                                            weight_decay=t.weight_decay)
         if saved:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -132,7 +132,7 @@ class Trainer:
         if self.objective.goal_head is not None:
             head = {k.removeprefix("goal_head."): v for k, v in saved["mu"].items() if k.startswith("goal_head.")}
             if head:  # absent when the run resumed was started without the subgoal head: it starts fresh
-                self.objective.goal_head.load_state_dict(head)
+                assign_goal_head(self.objective.goal_head, head)
         if self.teacher is not None:
             if saved["teacher"] is None:
                 raise CheckpointError("the checkpoint has no teacher but training.distill needs one")
@@ -156,10 +156,11 @@ class Trainer:
                             teacher_hidden, b.get("action_mask"), b.get("goal"), b.get("goal_mask"))
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(t, self.step)
+            group["lr"] = learning_rate(t, self.step) * group.get("lr_scale", 1.0)
         parts["loss"].backward()
         if t.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], t.grad_clip)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             parts["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor under FSDP
         self.optimizer.step()
         if self.teacher is not None:
@@ -239,6 +240,19 @@ class Trainer:
         return path
 
 
+def param_groups(objective: torch.nn.Module, router_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW groups: everything trainable at the schedule's rate; with `router_lr_scale` != 1 the router's own
+    parameters in a second group at that multiple (a single group otherwise, as checkpoints before it had)."""
+    named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    if router_lr_scale == 1.0:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    router = [p for n, p in named if ".router." in f".{n}"]
+    if not router:
+        raise ConfigError("training.router_lr_scale is set but the model has no trainable router parameters")
+    rest = [p for n, p in named if ".router." not in f".{n}"]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": router, "lr_scale": router_lr_scale}]
+
+
 def learning_rate(t: TrainingConfig, step: int) -> float:
     """The learning rate of optimizer step `step` (0-based): linear warmup, then constant or cosine to 10 %.
 
@@ -272,8 +286,23 @@ def _load_goal_head(head: torch.nn.Linear, path: Path) -> None:
     saved = {k.removeprefix("goal_head."): v for k, v in load_file(str(path / COGKD)).items()
              if k.startswith("goal_head.")}
     if saved:
-        head.load_state_dict(saved)
+        assign_goal_head(head, saved)
         log.info("initialized the subgoal head from %s", path)
+
+
+def assign_goal_head(head: torch.nn.Linear, saved: dict[str, torch.Tensor]) -> None:
+    """Load a saved subgoal head; a position-only head (3 outputs) fills the position rows of a position +
+    rotation head (6), whose rotation rows keep their fresh initialization."""
+    rows = saved["weight"].shape[0]
+    if rows == head.out_features:
+        head.load_state_dict(saved)
+        return
+    if rows > head.out_features or saved["weight"].shape[1] != head.in_features:
+        raise CheckpointError(f"saved subgoal head {tuple(saved['weight'].shape)} does not fit "
+                              f"{tuple(head.weight.shape)} (training.goal_rot_scale changed to 0?)")
+    with torch.no_grad():
+        head.weight[:rows].copy_(saved["weight"])
+        head.bias[:rows].copy_(saved["bias"])
 
 
 def _load_init(student: MoLeVLA, path: Path) -> None:

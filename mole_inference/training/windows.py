@@ -18,10 +18,12 @@ jitter). A window's source is the majority source of its ticks
 (ties: teleop, then policy, then hold); a sample's source is that of its first window.
 
 Subgoals (for `training.goal_weight`, beyond the paper). Each frame also gets the base-frame offset from the
-measured end-effector position at the frame to the measured position at the episode's next gripper-command
-change (a grasp or a release), or at its last delta when no change follows: where the demonstrator's hand went
-next. It needs only what every recorded episode has (measured poses and the gripper command), so it labels
-robot demonstrations the same way as simulated ones. NaN where a pose is missing.
+measured end-effector pose at the frame to the measured pose at the episode's next gripper-command change (a
+grasp or a release), or at its last delta when no change follows: where the demonstrator's hand went next and
+how it turned to get there (position offset in m, then the base-frame rotation vector in rad from the frame's
+orientation to the subgoal's; for a gripper pointing down its z component is the grasp yaw). It needs only what
+every recorded episode has (measured poses and the gripper command), so it labels robot demonstrations the same
+way as simulated ones. NaN where a pose is missing.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mole_inference.control.transforms import matrix_to_rotvec, quat_normalize, quat_to_matrix
 from mole_inference.data.action_windows import ActionWindows, resample_windows
 from mole_inference.data.episode import Episode
 from mole_inference.errors import InputError
 
 log = logging.getLogger(__name__)
+
+GOAL_DIM = 6  # subgoal label: position offset (3, m) and rotation vector (3, rad), base frame
 
 
 @dataclass
@@ -48,7 +53,7 @@ class EpisodeSamples:
     frames: np.ndarray
     windows: ActionWindows
     instructions: list[str] = field(default_factory=list)
-    goals: np.ndarray | None = None  # (F, 3) base-frame offset to the next subgoal, m; NaN where unknown
+    goals: np.ndarray | None = None  # (F, 6) offset (m) and rotation vector (rad) to the next subgoal; NaN: unknown
 
     @property
     def sample_sources(self) -> np.ndarray:
@@ -72,9 +77,10 @@ def episode_samples(episode: Episode, n: int, dt_s: float, topic: str | None = N
 
 
 def subgoal_offsets(episode: Episode, frame_t_ns: np.ndarray) -> np.ndarray:
-    """(F, 3) measured EE position at the next gripper-command change after each frame (else at the episode's
-    last delta) minus the measured position at the frame; NaN rows where either pose is unknown."""
-    out = np.full((len(frame_t_ns), 3), np.nan)
+    """(F, 6) from each frame's measured EE pose to the measured pose at the next gripper-command change after it
+    (else at the episode's last delta): position offset (3, m, base frame) and the base-frame rotation vector of
+    R_goal R_frame^T (3, rad); NaN rows where either pose is unknown."""
+    out = np.full((len(frame_t_ns), GOAL_DIM), np.nan)
     t = np.asarray(episode.delta_t_ns)
     if len(t) == 0 or len(frame_t_ns) == 0:
         return out
@@ -83,5 +89,8 @@ def subgoal_offsets(episode: Episode, frame_t_ns: np.ndarray) -> np.ndarray:
     keys = np.append(keys, t[-1])
     for i, tf in enumerate(np.asarray(frame_t_ns)):
         key = keys[np.searchsorted(keys, tf, side="right")] if tf < keys[-1] else keys[-1]
-        out[i] = episode.pose_at(int(key))[:3] - episode.pose_at(int(tf))[:3]
+        goal, here = episode.pose_at(int(key)), episode.pose_at(int(tf))
+        if np.isfinite(goal).all() and np.isfinite(here).all():
+            turn = quat_to_matrix(quat_normalize(goal[3:])) @ quat_to_matrix(quat_normalize(here[3:])).T
+            out[i] = np.concatenate([goal[:3] - here[:3], matrix_to_rotvec(turn)])
     return out

@@ -7,10 +7,10 @@ from safetensors.torch import load_file
 
 from mole_inference.cli import main
 from mole_inference.config import save_model_config
-from mole_inference.errors import ConfigError
+from mole_inference.errors import CheckpointError, ConfigError
 from mole_inference.training.dataset import BagDataset, load_table
 from mole_inference.training.objective import draw_diffusion, step_generator
-from mole_inference.training.trainer import Trainer
+from mole_inference.training.trainer import Trainer, assign_goal_head
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_resume_continues_identically(table, micro_cfg, tmp_path, goal_weight):
 
 def test_subgoal_head_fits_the_recorded_offsets(table, micro_cfg, tmp_path):
     """goal_weight adds the subgoal regression to the loss; a few steps on one batch fit it."""
-    cfg = micro_cfg(learning_rate=3e-3, crop_scale=1.0, color_jitter=0.0, goal_weight=1.0, goal_scale=0.01)
+    cfg = micro_cfg(learning_rate=3e-3, crop_scale=1.0, color_jitter=0.0, goal_weight=1.0, goal_scale=0.01,
+                    goal_rot_scale=0.1)
     data = BagDataset(table, cfg)
     assert data.goal_mask.all() and data.goals.abs().max() > 0.001  # the fixture episodes record measured poses
     trainer = Trainer(cfg, data, tmp_path, progress=False)
@@ -133,3 +134,23 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_ten_percent(micro_cfg):
     assert learning_rate(t, 110) == pytest.approx(1e-4) and learning_rate(t, 500) == pytest.approx(1e-4)
     const = micro_cfg(learning_rate=1e-3, warmup_steps=0, lr_schedule="constant").training
     assert learning_rate(const, 0) == learning_rate(const, 10_000) == 1e-3
+
+
+def test_a_position_only_subgoal_head_fills_the_position_rows_of_a_rotation_head():
+    old, new = torch.nn.Linear(8, 3), torch.nn.Linear(8, 6)
+    fresh = new.weight[3:].detach().clone()
+    assign_goal_head(new, old.state_dict())
+    assert torch.equal(new.weight[:3], old.weight) and torch.equal(new.bias[:3], old.bias)
+    assert torch.equal(new.weight[3:], fresh)  # rotation rows keep their initialization
+    with pytest.raises(CheckpointError, match="does not fit"):
+        assign_goal_head(old, new.state_dict())
+
+
+def test_router_lr_scale_puts_the_router_in_its_own_faster_group(table, micro_cfg, tmp_path):
+    cfg = micro_cfg(router_lr_scale=10.0)
+    trainer = Trainer(cfg, BagDataset(table, cfg), tmp_path, progress=False)
+    body, router = trainer.optimizer.param_groups
+    router_ids = {id(p) for p in trainer.student.router.parameters()}
+    assert {id(p) for p in router["params"]} == router_ids and not router_ids & {id(p) for p in body["params"]}
+    trainer.train_step(next(iter(trainer.loader())))
+    assert router["lr"] == pytest.approx(10.0 * body["lr"]) and body["lr"] > 0

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from mole_inference.control.transforms import quat_from_rotvec, quat_multiply
 from mole_inference.data.action_windows import resample_windows
 from mole_inference.data.bag_reader import read_episode
 from mole_inference.data.bag_writer import EpisodeBagWriter
@@ -119,6 +120,28 @@ def test_subgoal_is_where_the_hand_is_at_the_next_gripper_change(tmp_path):
     # frame 0 -> grasp at tick 10; the frame at the grasp and the one after -> release at 20; the last -> tick 29
     np.testing.assert_allclose(goals[:, 0], [0.10, 0.10, 0.05, 0.04], atol=1e-9)
     np.testing.assert_allclose(goals[:, 1:], 0.0, atol=1e-9)
+
+
+def test_subgoal_rotation_is_the_base_frame_turn_to_the_grasp_orientation(tmp_path):
+    """A gripper pointing down turns about the base z axis by 0.02 rad per tick until the grasp at tick 10 (yaw
+    0.2), then keeps that yaw: the rotation label is (0, 0, remaining yaw), whatever the start yaw."""
+    path = tmp_path / "ep"
+    down = np.array([1.0, 0, 0, 0])  # xyzw: 180 degrees about x, the TCP pointing at the table
+    with EpisodeBagWriter(path, "mcap", EpisodeMetadata(task="pick", instruction="pick it"), start_ns=T0) as w:
+        for k in (0, 1, 2):  # frames at ticks 0, 5, 10
+            t = int(T0 + k * DT)
+            w.write(IMAGE_TOPIC, rgb_to_image_msg(np.zeros((8, 8, 3), np.uint8), t), t)
+        for j in range(20):
+            t = int(T0 + j * 20 * MS)
+            yaw = 0.3 + 0.02 * min(j, 10)
+            w.write_ee_delta([0, 0, 0, 0, 0, 0.02 if j < 10 else 0.0, 0.0 if j >= 10 else 1.0], "teleop", t)
+            quat = quat_multiply(quat_from_rotvec(np.array([0, 0, yaw])), down)
+            w.write(MEASURED_POSE_TOPIC, pose_msg(np.array([0.5, 0.0, 0.3]), quat, t), t)
+        w.close(success=True)
+    goals = episode_samples(read_episode(path), n=2, dt_s=0.1).goals
+    assert goals.shape == (3, 6)
+    np.testing.assert_allclose(goals[:2, 3:], [[0, 0, 0.2], [0, 0, 0.1]], atol=1e-9)
+    np.testing.assert_allclose(goals[:, :3], 0.0, atol=1e-9)
 
 
 def test_subgoal_is_unknown_without_measured_poses(tmp_path):
