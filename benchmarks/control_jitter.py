@@ -1,15 +1,20 @@
 """Control-period jitter of `mole_policy` at 50 Hz while the model runs, and image-to-command latency.
 
     python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread] [--out DIR]
+        [--inference process thread | --in-process] [--kill-worker-after S]
 
 For each preset (random weights) the policy node runs in this process with a MultiThreadedExecutor, as in
-`mole-vla stack`; a feeder (by default a separate process, like the camera driver and franka_ros2 on the
-robot) publishes 640x480 rgb8 frames at 30 Hz, the measured pose at 100 Hz and an instruction. Reported:
+`mole-vla stack`. The model runs in the node's worker process (`inference_process: true`, the default), or with
+`--in-process` on the node's inference thread, sharing the control loop's GIL (the behaviour before #11);
+`--inference process thread` measures both, side by side, in one run. `--kill-worker-after S` SIGKILLs the worker
+S seconds into the measurement and reports how long until a chunk arrived again (`recovery_s`). A feeder (by
+default a separate process, like the camera driver and franka_ros2 on the robot) publishes 640x480 rgb8 frames
+at 30 Hz, the measured pose at 100 Hz and an instruction. Reported:
 - jitter: |interval between control-timer callbacks - 20 ms|, p50 / p99 / max in ms, after a warm-up;
 - latency: image header stamp -> the first command computed from that image (ms);
 - inference ms per call. No thresholds: this prints numbers (table, and JSON with --json).
 With --out DIR it also writes control_jitter.json and the histograms behind the percentiles: control_jitter.png
-(jitter per preset) and control_latency.png (image-to-command latency and inference time).
+(jitter per preset and mode) and control_latency.png (image-to-command latency and inference time).
 """
 
 from __future__ import annotations
@@ -63,8 +68,10 @@ def feed(domain_id: int, stop: threading.Event | None = None) -> None:
 
 
 def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: str, switch_interval: float,
-            torch_threads: int, min_period: float = 0.0) -> dict:
-    """Run the policy node on `preset` and return jitter / latency / inference statistics."""
+            torch_threads: int, min_period: float = 0.0, inference: str = "process",
+            kill_after: float | None = None) -> dict:
+    """Run the policy node on `preset` and return jitter / latency / inference statistics; `inference`: the
+    model in the worker process ("process") or on the node's inference thread ("thread")."""
     import rclpy
     from mole_ros.policy_node import PolicyNode
     from rclpy.context import Context
@@ -77,6 +84,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         Parameter("preset", value=preset), Parameter("engage_on_start", value=True),
         Parameter("python_switch_interval", value=switch_interval), Parameter("torch_threads", value=torch_threads),
         Parameter("min_inference_period", value=min_period),
+        Parameter("inference_process", value=inference == "process"),
         # timing, not safety: a slow preset or a starved feeder must not make the watchdog stop the policy
         Parameter("control.watchdog.inference_deadline", value=10.0),
         Parameter("control.watchdog.max_chunk_age", value=10.0),
@@ -100,7 +108,10 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         tel.control.reset()
         tel.latency_ms.clear()
         tel.inference_ms.clear()
-        time.sleep(seconds)
+        end = time.monotonic() + seconds
+        recovery = kill_worker(node, kill_after, end) if kill_after is not None else float("nan")
+        time.sleep(max(0.0, end - time.monotonic()))
+        restarts = getattr(node.policy, "restarts", 0)
         iv = np.array(tel.control.intervals)
         lat = np.array(tel.latency_ms)
         inf = np.array(tel.inference_ms)
@@ -118,12 +129,32 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
     def pct(a: np.ndarray, q: float) -> float:
         return float(np.percentile(a, q)) if a.size else float("nan")
 
-    return {"preset": preset, "feeder": feeder, "ticks": int(iv.size), "mode_at_end": mode,
+    return {"preset": preset, "inference": inference, "feeder": feeder, "ticks": int(iv.size), "mode_at_end": mode,
+            "worker_restarts": int(restarts), "recovery_s": recovery,
             "rate_hz": float(1 / iv.mean()) if iv.size else float("nan"),
             "jitter_p50_ms": pct(jitter, 50), "jitter_p99_ms": pct(jitter, 99), "jitter_max_ms": float(jitter.max()),
             "inference_calls": int(inf.size), "inference_ms_p50": pct(inf, 50),
             "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99), "latency_samples": int(lat.size),
             "samples": {"jitter_ms": jitter.tolist(), "latency_ms": lat.tolist(), "inference_ms": inf.tolist()}}
+
+
+def kill_worker(node, after: float, end: float) -> float:
+    """Sleep `after` s, SIGKILL the node's inference worker, return the seconds until the next chunk (NaN: none
+    before monotonic time `end`, or the model runs in-process)."""
+    import signal
+
+    time.sleep(after)
+    pid = getattr(node.policy, "worker_pid", 0)
+    if not pid:
+        return float("nan")
+    chunks = len(node.telemetry.inference_times)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    while time.monotonic() < end:
+        if node.policy.restarts and len(node.telemetry.inference_times) != chunks:
+            return time.monotonic() - killed
+        time.sleep(0.005)
+    return float("nan")
 
 
 def write_results(rows: list[dict], out: str) -> list[str]:
@@ -135,11 +166,11 @@ def write_results(rows: list[dict], out: str) -> list[str]:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "control_jitter.json").write_text(json.dumps(rows, indent=1) + "\n")
-    jitter = {r["preset"]: r["samples"]["jitter_ms"] for r in rows}
+    jitter = {f"{r['preset']} ({r['inference']})": r["samples"]["jitter_ms"] for r in rows}
     timing = {}
     for r in rows:
-        timing[f"{r['preset']} image to command"] = r["samples"]["latency_ms"]
-        timing[f"{r['preset']} inference"] = r["samples"]["inference_ms"]
+        timing[f"{r['preset']} ({r['inference']}) image to command"] = r["samples"]["latency_ms"]
+        timing[f"{r['preset']} ({r['inference']}) inference"] = r["samples"]["inference_ms"]
     return [str(folder / "control_jitter.json"),
             str(histogram_png(jitter, folder / "control_jitter.png", "control period jitter |interval - 20 ms|",
                               "jitter (ms)")),
@@ -157,6 +188,10 @@ def main() -> None:
     p.add_argument("--switch-interval", type=float, default=0.0005, help="python_switch_interval (0 = 5 ms default)")
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--min-inference-period", type=float, default=0.0, help="seconds between inference starts")
+    p.add_argument("--inference", nargs="+", choices=["process", "thread"], default=["process"],
+                   help="where the model runs: the node's worker process and/or its inference thread (before #11)")
+    p.add_argument("--in-process", action="store_true", help="same as --inference thread")
+    p.add_argument("--kill-worker-after", type=float, help="SIGKILL the worker this many seconds into the run")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="folder for control_jitter.json + histogram PNGs (needs matplotlib)")
     p.add_argument("--feed", type=int, help=argparse.SUPPRESS)
@@ -167,16 +202,18 @@ def main() -> None:
         feed(args.feed)
         return
     domain = 1 + os.getpid() % 100
+    modes = ["thread"] if args.in_process else args.inference
     rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
-                    args.min_inference_period) for preset in args.presets]
+                    args.min_inference_period, mode, args.kill_worker_after)
+            for preset in args.presets for mode in modes]
     if args.out:
         print("wrote " + ", ".join(write_results(rows, args.out)))
     rows = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    cols = ["preset", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms", "inference_ms_p50",
-            "latency_ms_p50", "latency_ms_p99", "mode_at_end"]
+    cols = ["preset", "inference", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms",
+            "inference_ms_p50", "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print(" | ".join(f"{r[c]:>14.2f}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))

@@ -19,3 +19,8 @@ class BackendUnavailableError(MoleError, RuntimeError):
 
 class InputError(MoleError, ValueError):
     """An input (image, instruction, message) cannot be used; the caller should hold and report."""
+
+
+class WorkerError(MoleError, RuntimeError):
+    """The inference worker process crashed, hung past its deadline, is restarting or was closed; the message says
+    which. The caller should hold and try again with a later frame."""

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from mole_inference.config.base import check, positive
+
+
+@dataclass
+class ImpedanceConfig:
+    """CRISP `cartesian_impedance_controller` parameters the simulated FR3 uses (mole_inference.sim.impedance).
+
+    Defaults are the values shipped in launch/config/controllers/fr3.yaml (a test keeps them equal); names
+    follow utiasDSL/crisp_controllers src/cartesian_impedance_controller.yaml, axes ordered x, y, z, rx, ry, rz.
+    """
+
+    stiffness: tuple[float, ...] = (400.0, 400.0, 400.0, 30.0, 30.0, 30.0)  # task.k_*: N/m, Nm/rad
+    damping: tuple[float, ...] = (-1.0,) * 6  # task.d_*; < 0: 2 * sqrt(stiffness) (CRISP)
+    error_clip: tuple[float, ...] = (0.1, 0.1, 0.1, 0.5, 0.5, 0.5)  # task.error_clip.*: m, rad
+    limit_error: bool = True
+    nullspace_stiffness: float = 2.0  # Nm/rad towards the joint posture at reset (CRISP: at activation)
+    nullspace_damping: float = 2.83  # fr3.yaml (2 * sqrt(2.0)); < 0: 2 * sqrt(nullspace_stiffness)
+    nullspace_max_tau: float = 5.0  # Nm per joint
+    nullspace_regularization: float = 1e-6  # damped pseudo-inverse of the Jacobian
+    target_filter: float = 0.1  # filter.target_pose: weight of the previous filtered target per update
+    use_coriolis_compensation: bool = True
+    use_gravity_compensation: bool = False  # libfranka (here: MuJoCo gravcomp) already compensates the arm
+    use_local_jacobian: bool = True  # error and Jacobian in the EE frame (matters only for anisotropic gains)
+    limit_torques: bool = True
+    max_delta_tau: float = 0.5  # Nm per joint per controller update
+    update_rate: float = 1000.0  # Hz of the robot's controller_manager; rescales the per-update filter and limit
+    # sim only, not a CRISP parameter: the share of the FR3 model's joint friction (franky-sim frictionloss,
+    # ~0.4-1.1 Nm) left under torque control; libfranka compensates motor friction (franka::Torques are
+    # "without gravity and friction"), how well is not published: 0.2 is an assumption
+    residual_friction: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("stiffness", "damping", "error_clip"):
+            check(len(getattr(self, name)) == 6, name, getattr(self, name), "must have 6 values (x y z rx ry rz)")
+        check(all(k >= 0 for k in self.stiffness), "stiffness", self.stiffness, "must be >= 0")
+        check(all(c > 0 for c in self.error_clip), "error_clip", self.error_clip, "must be > 0")
+        check(0.0 <= self.target_filter < 1.0, "target_filter", self.target_filter, "must be in [0, 1)")
+        check(0.0 <= self.residual_friction <= 1.0, "residual_friction", self.residual_friction, "must be in [0, 1]")
+        check(self.nullspace_stiffness >= 0, "nullspace_stiffness", self.nullspace_stiffness, "must be >= 0")
+        positive(self, "nullspace_max_tau", "nullspace_regularization", "max_delta_tau", "update_rate")
 
 
 @dataclass
@@ -21,6 +61,10 @@ class SimConfig:
     expert_noise_rot: float = 0.0  # rad, std of noise on the expert's rotation deltas
     start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
     start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
+    # how the arm follows targets: "kinematic" = IK onto stiff joint servos (exact, fast: training data and
+    # `mole-vla sim eval`); "impedance" = torque control like CRISP on the robot (lags, sags under load)
+    controller: Literal["kinematic", "impedance"] = "kinematic"
+    impedance: ImpedanceConfig = field(default_factory=ImpedanceConfig)
 
     def __post_init__(self) -> None:
         positive(self, "control_dt", "physics_dt", "image_size")

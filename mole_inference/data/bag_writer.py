@@ -8,6 +8,8 @@ every `flush_interval_s` seconds, so a SIGKILL loses at most the data since the 
 `bag_recovery.recover_bag` turns what is on disk into a readable bag. SIGINT/SIGTERM should reach the caller's
 `finally: writer.close()`, which writes a complete bag.
 
+Bags target one ROS 2 distro's `ros2 bag` (`ros_distro`): see `rosbag2_versions` for what each reads.
+
 The flushing touches two attributes of rosbags' storage writers (`McapWriter.close_chunk/chunk/bio`,
 `Sqlite3Writer.conn`); tests/data pin that behaviour for the rosbags version in use.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mole_inference.data.episode_meta import EpisodeMetadata
+from mole_inference.data.rosbag2_versions import check_distro, finish_metadata, writer_version
 from mole_inference.data.schema import (
     EE_DELTA_TOPIC,
     EPISODE_TOPIC,
@@ -55,6 +58,8 @@ def qos_profile(qos: QosClass) -> Qos:
         "state": (QosReliability.BEST_EFFORT, QosDurability.VOLATILE, 1),  # as the robot's broadcaster offers it
         "reliable": (QosReliability.RELIABLE, QosDurability.VOLATILE, 10),
         "latched": (QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1),
+        "tf": (QosReliability.RELIABLE, QosDurability.VOLATILE, 100),  # tf2_ros TransformBroadcaster
+        "tf_static": (QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1),  # StaticTransformBroadcaster
     }[qos]
     zero = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, depth, reliability, durability, zero, zero, QosLiveliness.AUTOMATIC, zero, False)
@@ -81,6 +86,7 @@ class EpisodeBagWriter:
         flush_interval_s: float | None = 1.0,
         compress: bool = False,
         fsync: bool = False,
+        ros_distro: str = "jazzy",
     ) -> None:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer, WriterError
 
@@ -92,6 +98,7 @@ class EpisodeBagWriter:
             raise ConfigError(f"flush_interval_s must be > 0 or None, got {flush_interval_s}")
         if compress and storage != "mcap":
             raise ConfigError("compress=True (zstd chunks) needs storage='mcap'")
+        self.ros_distro = check_distro(ros_distro)
         self.path = Path(path)
         self.storage = storage
         self.typestore = typestore or default_typestore()
@@ -107,7 +114,7 @@ class EpisodeBagWriter:
         self._max_t_ns = 0
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         try:
-            self._writer: Any = Writer(self.path, version=9, storage_plugin=plugin)
+            self._writer: Any = Writer(self.path, version=writer_version(ros_distro), storage_plugin=plugin)
             if compress:
                 self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             self._writer.open()
@@ -201,6 +208,7 @@ class EpisodeBagWriter:
             self.write_text(EPISODE_TOPIC, self.metadata.to_json(), stop)
             self._writer.set_custom_data(EPISODE_CUSTOM_KEY, self.metadata.to_json())
             self._writer.close()
+            finish_metadata(self.path, self.ros_distro)
             self._open = False
             self.flushed_counts = dict(self.counts)
         log.info("closed episode %s: %d messages, success=%s", self.path, sum(self.counts.values()), success)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
 # "state": robot state as franka_robot_state_broadcaster offers it (best effort, keep last 1); see mole_ros.qos
-QosClass = Literal["sensor", "state", "reliable", "latched"]
+# "tf" / "tf_static": as tf2_ros offers /tf (reliable, depth 100) and /tf_static (reliable, transient local)
+QosClass = Literal["sensor", "state", "reliable", "latched", "tf", "tf_static"]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -30,6 +31,10 @@ FLOAT64_TYPE = "std_msgs/msg/Float64"
 FLOAT64_ARRAY_TYPE = "std_msgs/msg/Float64MultiArray"
 FLOAT32_ARRAY_TYPE = "std_msgs/msg/Float32MultiArray"
 DIAGNOSTIC_ARRAY_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+WRENCH_TYPE = "geometry_msgs/msg/WrenchStamped"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
 
 IMAGE_TOPIC = "/wrist_camera/image_raw"
 COMPRESSED_IMAGE_TOPIC = "/wrist_camera/image_raw/compressed"
@@ -42,6 +47,17 @@ ACTIVE_SOURCE_TOPIC = "/mole/active_source"
 EPISODE_TOPIC = "/mole/episode"
 ROUTING_TOPIC = "/mole/routing"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+CAMERA_INFO_TOPIC = "/wrist_camera/camera_info"
+# franka_ros2 (franka_bringup/launch/franka.launch.py): joint_state_publisher merges franka/joint_states (the
+# joint_state_broadcaster, remapped) and franka_gripper/joint_states into /joint_states at joint_state_rate (30 Hz)
+JOINT_STATES_TOPIC = "/joint_states"
+# franka_gripper_node: ~/joint_states, depth 1, two finger joints at width / 2 each (gripper_action_server.cpp)
+GRIPPER_JOINT_STATES_TOPIC = "/franka_gripper/joint_states"
+# franka_robot_state_broadcaster: O_F_ext_hat_K (estimated external wrench on the stiffness frame, expressed in
+# the base frame), QoS(1).best_effort() like ~/current_pose, at the controller rate (1 kHz)
+EXTERNAL_WRENCH_TOPIC = "/franka_robot_state_broadcaster/external_wrench_in_base_frame"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
 
 EE_DELTA_DIM = 7
 EE_DELTA_SOURCES = ("policy", "teleop", "hold")
@@ -71,6 +87,12 @@ EPISODE_TOPICS: dict[str, TopicSpec] = {
         TopicSpec(GRIPPER_COMMAND_TOPIC, FLOAT64_TYPE, "reliable"),
         TopicSpec(ACTIVE_SOURCE_TOPIC, STRING_TYPE, "latched"),
         TopicSpec(EPISODE_TOPIC, STRING_TYPE, "latched"),
+        TopicSpec(CAMERA_INFO_TOPIC, CAMERA_INFO_TYPE, "sensor"),
+        TopicSpec(JOINT_STATES_TOPIC, JOINT_STATE_TYPE, "state"),
+        TopicSpec(GRIPPER_JOINT_STATES_TOPIC, JOINT_STATE_TYPE, "state"),
+        TopicSpec(EXTERNAL_WRENCH_TOPIC, WRENCH_TYPE, "state"),
+        TopicSpec(TF_TOPIC, TF_TYPE, "tf"),
+        TopicSpec(TF_STATIC_TOPIC, TF_TYPE, "tf_static"),
     )
 }
 

@@ -33,7 +33,13 @@ class SimEnv:
         self.config = config
         self.task = make_task(config.task)
         self.scene = FR3Scene(physics_dt=config.physics_dt, image_size=config.image_size)
-        self.controller = EEDeltaController(self.scene, control_dt=config.control_dt)
+        if config.controller == "impedance":  # torque control like CRISP on the robot; see sim.impedance
+            from mole_inference.sim.impedance import CartesianImpedanceController
+
+            self.controller: EEDeltaController = CartesianImpedanceController(
+                self.scene, config.control_dt, config.impedance)
+        else:
+            self.controller = EEDeltaController(self.scene, control_dt=config.control_dt)
         self.rng = np.random.default_rng(seed)
         self.steps = 0
         self.success = False

@@ -107,7 +107,7 @@ def test_camera_stamps_at_capture_and_reconnects(ros, wait):
     assert wait(lambda: len(frames) >= 10, 3.0)
     _, msg = frames.items[-1]
     age = (ros.now_ns() - conv.stamp_to_ns(msg.header.stamp)) * 1e-9
-    assert 0 <= age < 0.5 and msg.encoding == "bgr8" and msg.header.frame_id == "wrist_camera"
+    assert 0 <= age < 0.5 and msg.encoding == "bgr8" and msg.header.frame_id == "wrist_camera_optical_frame"
     rgb = conv.image_to_rgb(msg)
     assert rgb.shape == (24, 32, 3) and rgb[0, 0].tolist() == [0, 0, 255]
     stamps = [conv.stamp_to_ns(m.header.stamp) for _, m in frames.items]

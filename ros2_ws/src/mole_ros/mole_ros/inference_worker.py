@@ -6,6 +6,12 @@ frame, calls `Policy.infer`, and pushes the chunk into the ControlLoop; the cont
 A failing call (bad frame, exception, NaN/inf in the chunk) drops the queued actions, so the loop holds on its
 next tick, and is reported through `on_error`; the thread keeps running.
 
+The policy is usually a `mole_inference.runtime.process_policy.ProcessPolicy`: the model runs in a worker process
+and this thread only hands it the frame and waits on a pipe (no GIL held), so the control thread never queues
+behind model work. A worker that crashed, hung past its deadline or is still restarting makes `infer` raise
+WorkerError at once; that goes through the same failure path (drop queued actions, hold, report). With an
+in-process policy (`inference_process: false`, tests) the model runs on this thread.
+
 Generations. `set_instruction` (on a change), `clear`, `reset` and `stop` start a new generation and drop the
 queued actions. Each inference is tagged with the generation current when it read its instruction; a chunk
 whose generation is out of date when it finishes is dropped (counted in `stale`), so no step computed for an

@@ -43,8 +43,8 @@ def launch_file(*parts: str) -> Path:
     else:
         try:
             installed = Path(get_package_share_directory(PACKAGE), "launch", *parts)
-        except PackageNotFoundError:  # pip-installed mole_ros or a bare checkout: no ament index entry
-            pass
+        except (PackageNotFoundError, OSError, ValueError):  # pip-installed mole_ros, a bare checkout, or no
+            pass  # AMENT_PREFIX_PATH at all (ament_index raises for that too): no ament index entry
         else:
             if installed.exists():
                 return installed

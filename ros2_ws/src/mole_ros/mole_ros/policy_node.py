@@ -4,6 +4,13 @@ configure: read parameters into typed configs once, load the model, create the C
 subscriptions and services. activate: start the inference thread and the fixed-rate control thread (control_thread.py).
 deactivate: stop both (output stops, explicitly). cleanup: drop the model.
 
+The model runs in a worker process (`inference_process`, default true: `mole_inference.runtime.process_policy`),
+so the control thread never waits for the GIL behind it and torch/CUDA live only in the worker; the inference
+thread then only copies frames into shared memory and waits on a pipe. A worker that dies or hangs past
+`inference_timeout` is killed and restarted; meanwhile inference fails at once, the queued actions are dropped and
+the control loop holds, and /diagnostics ("<node>: inference worker") says restarting, with the reason.
+`inference_process: false`, and any injected `policy_factory` (tests), keep the model on the inference thread.
+
 The teleop mux lives here, inside `mole_inference.control.ControlLoop`, not in a node of its own: the mux needs
 the watchdog's health and the scheduler's next action at the same instant, every tick. As a separate node it
 would add a topic hop (latency, a second place that must hold when the other dies) and a second 50 Hz timer
@@ -39,6 +46,7 @@ from mole_inference.data import schema
 from mole_inference.errors import ConfigError, InputError
 from mole_inference.policy.contract import ActionChunk, Policy
 from mole_inference.policy.processing import MAX_IMAGE_SIDE
+from mole_inference.runtime.process_policy import ProcessPolicy
 from mole_ros import conversions as conv
 from mole_ros import qos
 from mole_ros.control_thread import ControlThread
@@ -62,7 +70,11 @@ class PolicyNodeConfig:
     device: str = help_field("cpu", "torch device, e.g. cpu or cuda:0")
     dtype: str = help_field("float32", "float32 | bfloat16 | float16")
     router: str = help_field("", "override the checkpoint's router type ('' = keep)")
-    torch_threads: int = help_field(1, "intra-op threads of the inference thread (0 = torch default)")
+    inference_process: bool = help_field(True, "run the model in a supervised worker process (false: on a thread "
+                                          "of this process, sharing the control loop's GIL)")
+    inference_timeout: float = help_field(10.0, "seconds one inference may take in the worker process before it "
+                                                "is killed and restarted (inference_process)")
+    torch_threads: int = help_field(1, "intra-op threads of the model (0 = torch default)")
     min_inference_period: float = help_field(0.0, "seconds between inference starts at least (0 = back to back)")
     python_switch_interval: float = help_field(0.0005, "sys.setswitchinterval while active (0 = leave as is): "
                                                "how long the inference thread may hold the GIL before the "
@@ -94,22 +106,29 @@ class PolicyNodeConfig:
             raise ConfigError(f"output={self.output!r}: expected 'pose' or 'twist'")
         if self.gripper not in ("auto", "franka", "topic", "none"):
             raise ConfigError(f"gripper={self.gripper!r}: expected auto, franka, topic or none")
+        if not self.inference_timeout > 0:
+            raise ConfigError(f"inference_timeout={self.inference_timeout!r}: expected seconds > 0")
+
+
+def load_policy_kwargs(cfg: PolicyNodeConfig) -> dict[str, str | None]:
+    """Arguments of `mole_inference.runtime.load_policy`: the checkpoint named in `cfg`, else `cfg.preset` (random
+    weights) if set, else the shipped `mole-tiny`, else the tiny preset with random weights."""
+    from mole_inference.config import models_dir
+
+    shipped = models_dir() / "mole-tiny"
+    checkpoint = cfg.checkpoint or ("" if cfg.preset or not shipped.is_dir() else str(shipped))
+    model = {"checkpoint": checkpoint} if checkpoint else {"preset": cfg.preset or "tiny"}
+    return {**model, "backend": cfg.backend, "device": cfg.device, "dtype": cfg.dtype, "router": cfg.router or None}
 
 
 def load_policy_for(cfg: PolicyNodeConfig) -> Policy:
-    """The checkpoint named in `cfg`, else `cfg.preset` (random weights) if set, else the shipped `mole-tiny`,
-    else the tiny preset with random weights."""
-    from mole_inference.config import models_dir
+    """The policy `load_policy_kwargs` names: in a worker process if `cfg.inference_process`, else in this one."""
     from mole_inference.runtime import load_policy
 
-    router = cfg.router or None
-    shipped = models_dir() / "mole-tiny"
-    checkpoint = cfg.checkpoint or ("" if cfg.preset or not shipped.is_dir() else str(shipped))
-    if checkpoint:
-        return load_policy(checkpoint=checkpoint, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype,
-                           router=router)
-    return load_policy(preset=cfg.preset or "tiny", backend=cfg.backend, device=cfg.device, dtype=cfg.dtype,
-                       router=router)
+    if cfg.inference_process:
+        return ProcessPolicy(load_policy, load_policy_kwargs(cfg), timeout=cfg.inference_timeout,
+                             threads=cfg.torch_threads)
+    return load_policy(**load_policy_kwargs(cfg))
 
 
 class PolicyNode(LifecycleNode):
@@ -138,6 +157,7 @@ class PolicyNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """Read parameters, load the model, create the loop and all ROS entities."""
+        policy = None
         try:
             cfg = read_config(self, PolicyNodeConfig)
             ctl = read_config(self, ControlConfig, "control.", skip=("control.scheduler.action_dt",))
@@ -146,10 +166,14 @@ class PolicyNode(LifecycleNode):
             policy = self.policy_factory(cfg)
             ctl = dataclasses.replace(ctl, scheduler=dataclasses.replace(ctl.scheduler, action_dt=policy.action_dt))
         except Exception as err:  # ConfigError, CheckpointError, ...: stay unconfigured, say why
+            if isinstance(policy, ProcessPolicy):
+                policy.close()
             self.get_logger().error(f"configure failed: {type(err).__name__}: {err}")
             return TransitionCallbackReturn.FAILURE
         self.cfg, self.policy = cfg, policy
-        self.get_logger().info(f"model {type(policy).__name__} ready in {time.monotonic() - t0:.1f} s "
+        where = (f"{policy.policy_type} in worker process {policy.worker_pid}" if isinstance(policy, ProcessPolicy)
+                 else f"{type(policy).__name__} on the inference thread")
+        self.get_logger().info(f"model {where} ready in {time.monotonic() - t0:.1f} s "
                                f"(action_dt={policy.action_dt}, layers={policy.num_layers}); config: {cfg}; "
                                f"control: {ctl}")
         self.loop = ControlLoop(ctl, on_switch=self._on_switch, now=self._now())
@@ -249,11 +273,15 @@ class PolicyNode(LifecycleNode):
             for p in (self._target_pub, self._delta_pub, self._routing_pub, self._source_pub, self._diag_pub):
                 self.destroy_publisher(p)
             self.gripper.destroy()
+        if isinstance(self.policy, ProcessPolicy):
+            self.policy.close()  # the worker process and its shared memory
         self.policy = self.loop = self.worker = self.cfg = None
 
     def destroy_node(self) -> None:
-        """Stop the timer and the inference thread before the node goes away."""
+        """Stop the timer, the inference thread and the worker process before the node goes away."""
         self._stop_output()
+        if isinstance(self.policy, ProcessPolicy):
+            self.policy.close()
         super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
@@ -372,6 +400,12 @@ class PolicyNode(LifecycleNode):
         gripper = {"goals_sent": str(self.gripper.goals_sent), "failures": str(self.gripper.failures)}
         diag.status.extend(diagnostic_array(f"{self.get_name()}: gripper", "mole_vla", OK if ok else ERROR, text,
                                             gripper, 0).status)
+        if isinstance(self.policy, ProcessPolicy):
+            worker = self.policy.status()
+            text = (f"pid {self.policy.worker_pid}" if self.policy.ready
+                    else f"{worker['worker_state']}, holding: {worker['worker_last_error']}")
+            diag.status.extend(diagnostic_array(f"{self.get_name()}: inference worker", "mole_vla",
+                                                OK if self.policy.ready else ERROR, text, worker, 0).status)
         self._diag_pub.publish(diag)
 
     def _image_age_ms(self) -> float:

@@ -31,7 +31,18 @@ ROBOT_STATE_PUBLISHER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 ROBOT_STATE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
 
-BY_CLASS = {"sensor": SENSOR, "state": ROBOT_STATE, "reliable": RELIABLE, "latched": LATCHED}
+# TF as tf2_ros offers and takes it (geometry2 tf2_ros qos.hpp): /tf reliable, volatile, depth 100 both ways;
+# /tf_static published reliable, transient local, depth 1 (StaticBroadcasterQoS: each broadcaster resends its
+# whole set in one message) and listened to with depth 100 (StaticListenerQoS: one latched message per publisher).
+TF = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.VOLATILE)
+TF_STATIC = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TF_STATIC_LISTENER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+BY_CLASS = {"sensor": SENSOR, "state": ROBOT_STATE, "reliable": RELIABLE, "latched": LATCHED, "tf": TF,
+            "tf_static": TF_STATIC_LISTENER}
 
 
 def for_class(qos_class: str) -> QoSProfile:

@@ -4,9 +4,13 @@ Out, like the robot: the wrist image on `/wrist_camera/image_raw` (rgb8, sensor-
 measured TCP pose on `/franka_robot_state_broadcaster/current_pose` (best effort, keep last 1, as the broadcaster
 publishes it) and the finger joints on `/franka_gripper/joint_states` every physics tick, and, like a user, the
 task's instruction on `/mole/instruction` (latched; `publish_instruction: false` to type your own). In, like the
-controllers: absolute targets on `/cartesian_impedance_controller/target_pose`, servoed to with the sim's IK
-(`SimEnv.step_to`), and finger widths (std_msgs/Float64, m) on `/mole/gripper/command`. So the policy node cannot
-tell sim from robot.
+controllers: absolute targets on `/cartesian_impedance_controller/target_pose`, and finger widths
+(std_msgs/Float64, m) on `/mole/gripper/command`. So the policy node cannot tell sim from robot.
+
+Controller (`controller`): `impedance` (default) follows the target like CRISP's cartesian_impedance_controller
+on the robot, in torque, with the gains of `controllers_yaml` (launch/config/controllers/fr3.yaml, the file the
+robot launch uses): the arm lags a moving target and sags under a load or a push
+(`mole_inference.sim.impedance`). `kinematic` is the sim's ideal IK servo (`mole-vla sim eval`, training data).
 
 Episodes: each ends on the task's success predicate or its time limit; the outcome goes out on
 `/mole/sim/status` (std_msgs/String JSON, `event`: start | success | timeout | reset) and the next episode
@@ -27,6 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +46,7 @@ from std_srvs.srv import Trigger
 
 from mole_inference.config.base import check, positive
 from mole_inference.data import schema
-from mole_inference.errors import InputError
+from mole_inference.errors import ConfigError, InputError
 from mole_inference.sim.bridge import RealTimePacer, TargetLimits, check_target
 from mole_ros import conversions as conv
 from mole_ros import qos
@@ -62,8 +67,12 @@ class SimBridgeConfig:
 
     task: str = help_field("pick", "sim task: touch | push_forward | pick | stack")
     seed: int = help_field(0, "layout seed of the first episode; episode i uses seed + i")
-    control_dt: float = help_field(0.02, "physics tick in seconds (0.02 = 50 Hz, the impedance controller's "
-                                         "target rate); a multiple of 0.002")
+    control_dt: float = help_field(0.02, "control tick in seconds (0.02 = 50 Hz, the impedance controller's "
+                                         "target rate); a multiple of the 0.002 s (500 Hz) physics step")
+    controller: str = help_field("impedance", "how the arm follows targets: impedance (torque, like CRISP on the "
+                                              "robot) | kinematic (ideal IK servo)")
+    controllers_yaml: str = help_field("", "controller_manager params with the cartesian_impedance_controller "
+                                           "gains ('' = launch/config/controllers/fr3.yaml of mole_ros)")
     camera_rate: float = help_field(15.0, "wrist frames per second")
     image_size: int = help_field(224, "square wrist image side in pixels")
     episode_seconds: float = help_field(0.0, "episode time limit in simulated seconds (0 = the task's own)")
@@ -92,6 +101,8 @@ class SimBridgeConfig:
                  "diagnostics_period")
         check(self.episode_seconds >= 0, "episode_seconds", self.episode_seconds, "must be >= 0 (0 = task's own)")
         check(self.max_catchup >= 1, "max_catchup", self.max_catchup, "must be >= 1")
+        check(self.controller in ("impedance", "kinematic"), "controller", self.controller,
+              "must be 'impedance' or 'kinematic'")
 
 
 class SimBridgeNode(Node):
@@ -104,9 +115,11 @@ class SimBridgeNode(Node):
         self.limits = TargetLimits(tuple(cfg.workspace_min), tuple(cfg.workspace_max), cfg.max_target_distance)
         from mole_inference.sim.env import make_env  # MuJoCo loads here, not at import
 
-        overrides = {"max_seconds": cfg.episode_seconds} if cfg.episode_seconds > 0 else {}
+        overrides: dict[str, Any] = {"max_seconds": cfg.episode_seconds} if cfg.episode_seconds > 0 else {}
+        if cfg.controller == "impedance":
+            overrides["impedance"] = self._impedance_config()
         self.env = make_env(cfg.task, seed=cfg.seed, control_dt=cfg.control_dt, cameras=(),
-                            image_size=cfg.image_size, **overrides)
+                            image_size=cfg.image_size, controller=cfg.controller, **overrides)
         self.get_logger().info(f"config: {cfg}")
         self.pacer = RealTimePacer(cfg.control_dt, cfg.max_catchup)
         self.episode = -1
@@ -143,10 +156,35 @@ class SimBridgeNode(Node):
         # the sim clock starts when the executor spins, i.e. after the other nodes (the policy's model) are up
         self._starter = self.create_timer(0.0, self._start_thread, callback_group=services)
 
+    def _impedance_config(self) -> Any:
+        """CRISP gains from `controllers_yaml` (default: the robot's fr3.yaml); built-in defaults without one."""
+        from mole_inference.config.sim import ImpedanceConfig
+        from mole_inference.sim.impedance import impedance_config_from_ros_params
+        from mole_ros.launch_description import launch_file
+        from mole_ros.stack import config_dir
+
+        if self.cfg.controllers_yaml:
+            path = Path(self.cfg.controllers_yaml)
+        else:
+            try:
+                path = launch_file("config", "controllers", "fr3.yaml")
+            except OSError:  # ament_index_python without AMENT_PREFIX_PATH (no sourced workspace)
+                path = config_dir() / "controllers" / "fr3.yaml"
+        if not path.is_file():
+            if self.cfg.controllers_yaml:
+                raise ConfigError(f"controllers_yaml={self.cfg.controllers_yaml!r} does not exist")
+            self.get_logger().warning(f"{path} not found: impedance gains are the built-in copy of fr3.yaml's")
+            return ImpedanceConfig()
+        impedance = impedance_config_from_ros_params(path)
+        self.get_logger().info(f"impedance gains from {path}: {impedance}")
+        return impedance
+
     def _start_thread(self) -> None:
         self.destroy_timer(self._starter)
         if not self._thread.is_alive() and not self._stop.is_set():
-            self.get_logger().info(f"simulation running: {1 / self.cfg.control_dt:g} Hz physics, "
+            physics_hz = 1 / float(self.env.scene.model.opt.timestep)
+            self.get_logger().info(f"simulation running: {self.cfg.controller} controller, {physics_hz:g} Hz "
+                                   f"physics, {1 / self.cfg.control_dt:g} Hz control, "
                                    f"{self.cfg.camera_rate:g} Hz camera")
             self._thread.start()
 
@@ -297,6 +335,8 @@ class SimBridgeNode(Node):
 
     def stop(self) -> None:
         """Stop the simulation (the thread releases the renderer); the node publishes nothing more."""
+        if not hasattr(self, "_thread"):  # __init__ failed (bad config): nothing was started
+            return
         self._stop.set()
         if self._thread.ident is None:  # never started: nothing rendered, but the model's data is ours
             self.env.close()

@@ -1,0 +1,438 @@
+"""ProcessPolicy: the Policy contract served by a worker process, so the caller's interpreter does no model work.
+
+Why a process: the model's Python-level work (the layer loop, the DDIM steps) holds the GIL in many short slices,
+and a 50 Hz control thread in the same interpreter waits for it (issue #11: p99 jitter of 40 ms with `tiny`).
+Here the caller's thread only copies the frame and then waits on a pipe, which releases the GIL.
+
+Layout. One worker process, started with the "spawn" context (no inherited torch, CUDA or thread state; daemon),
+builds the real policy with `factory(**kwargs)`; the factory must be importable by the child (a module-level
+function such as `mole_inference.runtime.load_policy`), so torch and CUDA live only in the worker. Frames go
+through one shared-memory buffer owned by the proxy (grown when a larger frame comes, never pickled); the request
+(segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request
+at a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker).
+
+Faults. The worker exiting (EOF, broken pipe) or not answering within `timeout` seconds: it is killed (SIGTERM,
+SIGKILL after `grace`), a new one is started on a background thread, and the call raises WorkerError saying what
+happened. Until the new worker is ready every call raises WorkerError at once (the caller holds) instead of
+waiting; `reset` is then a no-op, since the new worker starts with a fresh policy. An exception raised by the
+policy itself (e.g. InputError) is re-raised here with its type, and the worker keeps serving.
+
+Cleanup. `close()` (also run on garbage collection and at exit, via weakref.finalize) stops the worker and unlinks
+the shared memory; `status()` and the attributes `ready`, `restarts`, `last_error`, `worker_pid` feed diagnostics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import pickle
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+
+from mole_inference.errors import InputError, WorkerError
+from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+
+log = logging.getLogger(__name__)
+
+PolicyFactory = Callable[..., Policy]
+DEFAULT_IMAGE_BYTES = 480 * 640 * 3  # a VGA rgb8 frame: the usual wrist camera needs no growth
+
+
+# ---------------------------------------------------------------------------------------------------- worker side
+def _portable(err: BaseException) -> BaseException:
+    """`err` if it survives pickling (our typed errors do), else a WorkerError carrying its type and text."""
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:
+        return WorkerError(f"{type(err).__name__}: {err}")
+    return err
+
+
+def _serve(conn: Connection, factory: PolicyFactory, kwargs: dict[str, Any], threads: int) -> None:
+    """Worker process main: build the policy, report its attributes, then answer requests until EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C hits the whole process group: the proxy decides
+    try:
+        policy = factory(**kwargs)
+        if threads > 0 and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        info = {
+            "action_dt": policy.action_dt,
+            "chunk_size": policy.chunk_size,
+            "num_layers": policy.num_layers,
+            "policy_type": type(policy).__name__,
+        }
+    except BaseException as err:
+        conn.send(("error", _portable(err)))
+        return
+    conn.send(("ready", info))
+    shm: SharedMemory | None = None
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return  # the proxy closed its end (close()) or died
+            try:
+                if request[0] == "infer":
+                    _, name, shape, instruction, seed = request
+                    if shm is None or shm.name != name:
+                        if shm is not None:
+                            shm.close()
+                        shm = SharedMemory(name)
+                    # a copy: the policy owns its input, the buffer is the proxy's to overwrite
+                    image = np.ndarray(shape, np.uint8, buffer=shm.buf).copy()
+                    chunk = policy.infer(image, instruction, seed=seed)
+                    r = chunk.routing
+                    reply = (
+                        "ok",
+                        (chunk.actions, r.layers, r.probs, r.total_layers, chunk.timings_ms, chunk.action_dt),
+                    )
+                else:  # "reset"
+                    policy.reset()
+                    reply = ("ok", None)
+            except Exception as err:  # the policy's own failure: report it, keep serving
+                reply = ("raised", _portable(err))
+            conn.send(reply)
+    finally:
+        if shm is not None:
+            shm.close()
+
+
+# ---------------------------------------------------------------------------------------------------- proxy side
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing SpawnProcess
+    conn: Connection
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+
+@dataclass
+class _Resources:
+    """What must be released even if the proxy is never closed: started processes and the shared memory."""
+
+    workers: list[_Worker] = field(default_factory=list)
+    shm: SharedMemory | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _stop(worker: _Worker, grace: float, polite: bool) -> None:
+    """End a worker: polite = close the pipe and let it exit (it is idle); then SIGTERM, SIGKILL after `grace`."""
+    proc = worker.process
+    if polite:
+        worker.conn.close()
+        proc.join(grace)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(grace)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    worker.conn.close()
+    proc.close()
+
+
+def _kill(worker: _Worker) -> None:
+    """SIGKILL a worker that may already be gone or closed (reaped later by whoever stops it)."""
+    with contextlib.suppress(ValueError):  # process object already closed
+        if worker.process.is_alive():
+            worker.process.kill()
+
+
+def _release(res: _Resources, grace: float) -> None:
+    """Stop every worker and unlink the shared memory (close(), garbage collection, interpreter exit)."""
+    with res.lock:
+        workers, res.workers = res.workers, []
+        shm, res.shm = res.shm, None
+    for worker in workers:
+        with contextlib.suppress(ValueError):  # already stopped and closed by a restart
+            _stop(worker, grace, polite=True)
+    if shm is not None:
+        shm.close()
+        shm.unlink()
+
+
+def _exit_text(process: Any) -> str:
+    code = process.exitcode
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class ProcessPolicy(Policy):
+    """A Policy whose model runs in a supervised worker process (see module docstring).
+
+    `factory(**kwargs)` builds the real policy in the worker; `timeout`: seconds one call may take before the
+    worker counts as hung; `startup_timeout`: seconds to build the policy; `threads`: torch intra-op threads in
+    the worker (0 = torch default). The constructor waits until the worker is ready and re-raises its error.
+    """
+
+    def __init__(
+        self,
+        factory: PolicyFactory,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float = 10.0,
+        startup_timeout: float = 600.0,
+        threads: int = 0,
+        grace: float = 1.0,
+        image_bytes: int = DEFAULT_IMAGE_BYTES,
+    ) -> None:
+        if timeout <= 0 or startup_timeout <= 0 or grace <= 0:
+            raise ValueError(f"timeout={timeout}, startup_timeout={startup_timeout}, grace={grace}: must be > 0")
+        self.factory, self.kwargs = factory, dict(kwargs or {})
+        self.timeout, self.startup_timeout, self.threads, self.grace = timeout, startup_timeout, threads, grace
+        self.restarts = 0  # workers started after the first
+        self.calls = 0
+        self.last_error = ""
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.Lock()  # one request on the pipe at a time; guards _worker
+        self._closed = threading.Event()
+        self._restarter: threading.Thread | None = None
+        self._res = _Resources(shm=SharedMemory(create=True, size=max(int(image_bytes), 1)))
+        self._finalizer = weakref.finalize(self, _release, self._res, grace)
+        try:
+            self._worker: _Worker | None = self._spawn()
+        except BaseException:
+            self._finalizer()
+            raise
+        self.policy_type = self._info["policy_type"]
+        self.action_dt = self._info["action_dt"]
+        self.chunk_size = self._info["chunk_size"]
+        self.num_layers = self._info["num_layers"]
+
+    # ------------------------------------------------------------------ state
+    @property
+    def ready(self) -> bool:
+        """True while a worker is up and serving (False while it restarts, and after close)."""
+        return self._worker is not None and not self._closed.is_set()
+
+    @property
+    def worker_pid(self) -> int:
+        """The serving worker's pid (0 while restarting or closed)."""
+        worker = self._worker
+        return worker.pid if worker is not None else 0
+
+    @property
+    def shm_name(self) -> str:
+        """Name of the shared-memory segment that carries frames ('' after close)."""
+        shm = self._res.shm
+        return shm.name if shm is not None else ""
+
+    def status(self) -> dict[str, str | float]:
+        """Diagnostics: ready, pid, restarts, calls, last error (key -> value)."""
+        state = "closed" if self._closed.is_set() else ("ready" if self.ready else "restarting")
+        return {
+            "worker_state": state,
+            "worker_pid": float(self.worker_pid),
+            "worker_restarts": float(self.restarts),
+            "worker_calls": float(self.calls),
+            "worker_last_error": self.last_error or "none",
+        }
+
+    # ------------------------------------------------------------------ Policy contract
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+        """See Policy.infer; raises WorkerError when the worker crashed, hung or is restarting."""
+        image = _check_image(image)
+        if not isinstance(instruction, str):
+            raise InputError(f"instruction: expected str, got {type(instruction).__name__}")
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise InputError(f"seed: expected int or None, got {type(seed).__name__}")
+        with self._lock:
+            worker = self._serving()
+            name = self._write_image(image)
+            t0 = time.perf_counter()
+            actions, layers, probs, total_layers, timings, action_dt = self._call(
+                worker, ("infer", name, image.shape, instruction, None if seed is None else int(seed)), "inference"
+            )
+            self.calls += 1
+        timings = dict(timings)
+        timings["roundtrip"] = (time.perf_counter() - t0) * 1e3
+        return ActionChunk(actions, RoutingDecision(tuple(layers), probs, total_layers), timings, action_dt)
+
+    def reset(self) -> None:
+        """Reset the worker's policy; a no-op while it restarts (the new one starts fresh)."""
+        with self._lock:
+            if self._closed.is_set():
+                raise WorkerError("inference worker closed")
+            if self._worker is None:
+                return
+            self._call(self._worker, ("reset",), "reset")
+
+    def close(self) -> None:
+        """Stop the worker (and any restart in progress) and free the shared memory; idempotent."""
+        self._closed.set()
+        with self._res.lock:
+            starting = [w for w in self._res.workers if w is not self._worker]
+        for worker in starting:  # a restart waiting for its worker to build: end it now
+            _kill(worker)
+        if self._restarter is not None:
+            self._restarter.join()
+        if not self._lock.acquire(timeout=self.grace):  # a call in flight, maybe hung: end it rather than wait
+            worker = self._worker
+            if worker is not None:
+                _kill(worker)
+            self._lock.acquire()
+        try:
+            self._worker = None
+            self._finalizer()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> ProcessPolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _serving(self) -> _Worker:
+        """The serving worker, or WorkerError at once (closed, or restarting); the caller holds the lock."""
+        if self._closed.is_set():
+            raise WorkerError("inference worker closed")
+        if self._worker is None:
+            raise WorkerError(f"inference worker restarting after: {self.last_error}")
+        return self._worker
+
+    def _write_image(self, image: np.ndarray) -> str:
+        """Copy `image` into the shared buffer, replacing it by a larger one first if needed; its name."""
+        res = self._res
+        if image.nbytes > res.shm.size:
+            grown = SharedMemory(create=True, size=image.nbytes)
+            with res.lock:
+                old, res.shm = res.shm, grown
+            old.close()  # the worker keeps its mapping of the old one until it attaches the new name
+            old.unlink()
+            log.info("frame buffer grown to %d bytes for a %s frame", image.nbytes, image.shape)
+        view = np.ndarray(image.shape, np.uint8, buffer=res.shm.buf)
+        view[...] = image
+        del view  # no exported pointer may outlive the call (SharedMemory.close would refuse)
+        return res.shm.name
+
+    def _call(self, worker: _Worker, request: tuple, what: str) -> Any:
+        """Send `request`, wait up to `timeout` for the reply; a dead or hung worker is replaced (WorkerError)."""
+        try:
+            worker.conn.send(request)
+            answered = worker.conn.poll(self.timeout)  # EOF counts as readable: a crash returns at once
+            kind, payload = worker.conn.recv() if answered else ("hung", None)
+        except (EOFError, OSError):
+            worker.process.join(self.grace)  # died: reap it so the exit code says how
+            self._replace(
+                worker, f"inference worker (pid {worker.pid}) died during {what} ({_exit_text(worker.process)})"
+            )
+        if kind == "hung":
+            self._replace(
+                worker, f"{what} took longer than {self.timeout:g} s: inference worker (pid {worker.pid}) killed"
+            )
+        if kind == "raised":
+            raise payload
+        return payload
+
+    def _replace(self, worker: _Worker, reason: str) -> None:
+        """Drop `worker`, restart in the background, raise WorkerError(reason); the caller holds the lock."""
+        self._worker = None
+        if self._closed.is_set():  # close() ended the call: nothing to restart, nothing to report
+            raise WorkerError("inference worker closed")
+        self.last_error = reason
+        log.error("%s; restarting it", reason)
+        self._restarter = threading.Thread(
+            target=self._restart, args=(worker,), name="mole_worker_restart", daemon=True
+        )
+        self._restarter.start()
+        raise WorkerError(f"{reason}; restarting it, hold meanwhile")
+
+    def _restart(self, old: _Worker) -> None:
+        """Background: kill `old`, then start workers (backing off on failure) until one is ready or closed."""
+        with self._res.lock:
+            if old in self._res.workers:
+                self._res.workers.remove(old)
+        _stop(old, self.grace, polite=False)
+        delay = 0.5
+        while not self._closed.is_set():
+            try:
+                worker = self._spawn()
+            except Exception as err:
+                if self._closed.is_set():
+                    return  # close() ended the worker it was starting
+                self.last_error = f"restart failed: {type(err).__name__}: {err}"
+                log.error("inference worker %s; retrying in %.1f s", self.last_error, delay)
+                if self._closed.wait(delay):
+                    return
+                delay = min(2 * delay, 30.0)
+                continue
+            with self._lock:
+                if not self._closed.is_set():
+                    self._worker = worker
+                    self.restarts += 1
+                    log.warning("inference worker restarted (pid %d)", worker.pid)
+                    return
+            # closed while it started: close() left it to the finalizer, which stops it
+            return
+
+    def _spawn(self) -> _Worker:
+        """Start a worker and wait until its policy is built; re-raises the factory's error."""
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_serve,
+            args=(child, self.factory, self.kwargs, self.threads),
+            name="mole_inference_worker",
+            daemon=True,
+        )
+        worker = _Worker(process, parent)
+        with self._res.lock:
+            self._res.workers.append(worker)
+        process.start()
+        child.close()
+        pid = process.pid
+        try:
+            if not parent.poll(self.startup_timeout):
+                raise WorkerError(f"inference worker (pid {pid}) not ready after {self.startup_timeout:g} s")
+            kind, payload = parent.recv()
+        except (EOFError, OSError):
+            process.join(self.grace)  # reaped first: the exit code says how it ended
+            exited = _exit_text(process)
+            self._discard(worker)
+            raise WorkerError(f"inference worker (pid {pid}) exited while starting ({exited})") from None
+        except BaseException:
+            self._discard(worker)
+            raise
+        if kind == "error":
+            self._discard(worker)
+            raise payload
+        self._info = payload
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._res.lock:
+            if worker in self._res.workers:
+                self._res.workers.remove(worker)
+        _stop(worker, self.grace, polite=False)
+
+
+def _check_image(image: Any) -> np.ndarray:
+    """The contract's image: an (H, W, 3) uint8 array with H, W > 0; InputError naming what is wrong otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"image: expected dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"image: expected shape (H, W, 3), got {image.shape}")
+    return image

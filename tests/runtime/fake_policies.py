@@ -1,0 +1,95 @@
+"""Test doubles for ProcessPolicy, importable by its spawned workers (test_process_policy.py puts this folder on
+sys.path, which spawn hands to the children)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mole_inference.errors import InputError
+from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+
+
+class EchoPolicy(Policy):
+    """Every row of the chunk is [mean pixel, H, W, len(instruction), seed or -1, resets so far, pid].
+
+    Misbehaves on purpose by instruction: "raise" raises InputError, "block" touches `marker_dir/blocked` and then
+    sleeps for an hour (a hang, or a worker to kill mid-inference).
+    """
+
+    action_dt = 0.05
+    chunk_size = 4
+    num_layers = 3
+
+    def __init__(self, marker_dir: str | None = None) -> None:
+        self.marker_dir = Path(marker_dir) if marker_dir else None
+        self.resets = 0
+
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+        """See the class docstring."""
+        if instruction == "raise":
+            raise InputError("echo policy refuses this instruction")
+        if instruction == "block":
+            if self.marker_dir is not None:
+                (self.marker_dir / "blocked").touch()
+            time.sleep(3600)
+        row = [
+            image.mean(),
+            image.shape[0],
+            image.shape[1],
+            len(instruction),
+            -1 if seed is None else seed,
+            self.resets,
+            os.getpid(),
+        ]
+        actions = np.tile(np.array(row, dtype=np.float64), (self.chunk_size, 1))
+        probs = np.linspace(0.2, 0.8, self.num_layers, dtype=np.float32)
+        return ActionChunk(actions, RoutingDecision((0, 2), probs, self.num_layers), {"total": 0.5}, self.action_dt)
+
+    def reset(self) -> None:
+        """Count resets (visible in the next chunk)."""
+        self.resets += 1
+
+
+def make_echo(marker_dir: str | None = None, hold_restarts: bool = False) -> EchoPolicy:
+    """Factory run in the worker. Counts its starts in `marker_dir/starts`; with `hold_restarts`, every start after
+    the first waits until `marker_dir/release` exists (so a test can observe the restarting state)."""
+    if marker_dir is not None:
+        starts = Path(marker_dir) / "starts"
+        count = int(starts.read_text()) if starts.exists() else 0
+        starts.write_text(str(count + 1))
+        if hold_restarts and count > 0:
+            while not (Path(marker_dir) / "release").exists():
+                time.sleep(0.01)
+    return EchoPolicy(marker_dir)
+
+
+class StepPolicy(Policy):
+    """Every chunk moves +x by 1 cm per step with the gripper open (a policy the node can drive with)."""
+
+    action_dt = 0.1
+    chunk_size = 8
+    num_layers = 4
+
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+        """See the class docstring."""
+        actions = np.zeros((self.chunk_size, 7))
+        actions[:, 0], actions[:, 6] = 0.01, 1.0
+        probs = np.full(self.num_layers, 0.5, dtype=np.float32)
+        return ActionChunk(actions, RoutingDecision((1, 3), probs, self.num_layers), {"total": 1.0}, self.action_dt)
+
+
+def make_step(marker_dir: str, hold_restarts: bool = False) -> StepPolicy:
+    """Factory of StepPolicy with the start counting and holding of `make_echo`."""
+    make_echo(marker_dir, hold_restarts)
+    return StepPolicy()
+
+
+def fail_to_build(reason: str) -> Policy:
+    """Factory that fails like a bad checkpoint would."""
+    from mole_inference.errors import CheckpointError
+
+    raise CheckpointError(reason)

@@ -1,0 +1,250 @@
+"""ProcessPolicy: the model in a worker process; frames over shared memory; crash, hang, restart and cleanup.
+
+Deterministic: every wait is a condition polled up to a generous deadline (a spawn on a busy 2-core machine can
+take seconds); the only timing under test is ProcessPolicy's own `timeout`, which the fake's answers never near.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mole_inference.errors import CheckpointError, InputError, WorkerError
+from mole_inference.runtime.process_policy import ProcessPolicy
+
+sys.path.insert(0, str(Path(__file__).parent))  # spawned workers get this sys.path and import the fakes from it
+fakes = importlib.import_module("fake_policies")
+
+DEADLINE = 120.0  # seconds: only a bound on waiting, never a measurement
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def dead(pid: int) -> bool:
+    """The process is gone or a zombie (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return fields[0] in ("Z", "X")
+
+
+def shm_exists(name: str) -> bool:
+    return Path("/dev/shm", name.lstrip("/")).exists()
+
+
+def workers_alive() -> list[str]:
+    return [p.name for p in mp.active_children() if p.name == "mole_inference_worker"]
+
+
+def frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def expected_row(image: np.ndarray, instruction: str, seed: int | None, resets: int, pid: int) -> list[float]:
+    return [image.mean(), image.shape[0], image.shape[1], len(instruction), -1 if seed is None else seed, resets, pid]
+
+
+@pytest.fixture
+def markers(tmp_path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def proxy(markers):
+    policy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers)}, timeout=30.0, grace=2.0)
+    yield policy
+    policy.close()
+
+
+def test_round_trip_runs_the_policy_in_another_process(proxy):
+    image = frame(48, 64)
+    chunk = proxy.infer(image, "pick up the cup", seed=7)
+    pid = proxy.worker_pid
+    assert pid not in (0, os.getpid()) and proxy.ready
+    np.testing.assert_allclose(chunk.actions, np.tile(expected_row(image, "pick up the cup", 7, 0, pid), (4, 1)))
+    assert chunk.actions.shape == (4, 7) and chunk.action_dt == 0.05
+    assert chunk.routing.layers == (0, 2) and chunk.routing.total_layers == 3
+    np.testing.assert_allclose(chunk.routing.probs, [0.2, 0.5, 0.8], rtol=1e-6)
+    assert chunk.timings_ms["total"] == 0.5 and chunk.timings_ms["roundtrip"] >= 0.0
+    assert (proxy.action_dt, proxy.chunk_size, proxy.num_layers, proxy.policy_type) == (0.05, 4, 3, "EchoPolicy")
+    # a non-contiguous view is copied in as the frame it shows
+    view = frame(40, 80, seed=1)[:, ::2]
+    np.testing.assert_allclose(proxy.infer(view, "x").actions[0, :3], [view.mean(), 40, 40])
+    assert proxy.status()["worker_state"] == "ready" and proxy.calls == 2
+
+
+def test_frames_larger_than_the_buffer_grow_it(markers):
+    with ProcessPolicy(fakes.make_echo, image_bytes=100) as proxy:
+        small, large = frame(4, 5), frame(120, 160, seed=2)
+        assert proxy.infer(small, "a").actions[0, 0] == pytest.approx(small.mean())
+        first = proxy.shm_name
+        assert proxy.infer(large, "a").actions[0, 0] == pytest.approx(large.mean())
+        assert proxy.shm_name != first and not shm_exists(first)  # the old segment is unlinked at once
+        np.testing.assert_allclose(proxy.infer(small, "a").actions[0, :3], [small.mean(), 4, 5])
+        assert proxy.restarts == 0
+
+
+def test_bad_input_raises_input_error_and_the_worker_keeps_serving(proxy):
+    pid = proxy.worker_pid
+    for bad in (
+        frame(8, 8).astype(np.float32),
+        frame(8, 8)[..., 0],
+        np.zeros((0, 8, 3), np.uint8),
+        np.zeros((8, 8, 4), np.uint8),
+        [[0, 0, 0]],
+    ):
+        with pytest.raises(InputError, match="image"):
+            proxy.infer(bad, "pick")
+    with pytest.raises(InputError, match="instruction"):
+        proxy.infer(frame(8, 8), None)
+    with pytest.raises(InputError, match="refuses"):  # raised by the policy inside the worker, same type here
+        proxy.infer(frame(8, 8), "raise")
+    assert proxy.infer(frame(8, 8), "ok").actions[0, 6] == pid and proxy.restarts == 0
+
+
+def test_reset_is_forwarded(proxy):
+    image = frame(8, 8)
+    assert proxy.infer(image, "a").actions[0, 5] == 0
+    proxy.reset()
+    proxy.reset()
+    assert proxy.infer(image, "a").actions[0, 5] == 2
+
+
+def test_killed_worker_raises_worker_error_then_restarts(markers):
+    proxy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True}, grace=2.0)
+    try:
+        image = frame(16, 16)
+        old = proxy.worker_pid
+        proxy.infer(image, "a")
+        os.kill(old, signal.SIGKILL)
+        assert wait_until(lambda: dead(old))
+        with pytest.raises(WorkerError, match=rf"pid {old}.*died.*SIGKILL"):
+            proxy.infer(image, "a")
+        # restarting (the fake's second start waits for `release`): calls fail at once, reset is a no-op
+        assert not proxy.ready and proxy.worker_pid == 0 and proxy.status()["worker_state"] == "restarting"
+        with pytest.raises(WorkerError, match=r"restarting after.*SIGKILL"):
+            proxy.infer(image, "a")
+        proxy.reset()
+        assert "SIGKILL" in proxy.last_error
+        (markers / "release").touch()
+        assert wait_until(lambda: proxy.ready)
+        chunk = proxy.infer(image, "a")
+        assert proxy.worker_pid not in (0, old) and chunk.actions[0, 6] == proxy.worker_pid
+        assert proxy.restarts == 1 and (markers / "starts").read_text() == "2"
+    finally:
+        proxy.close()
+    assert not workers_alive()
+
+
+def test_worker_killed_mid_inference_fails_that_call(proxy, markers):
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            proxy.infer(frame(16, 16), "block")
+        except BaseException as err:
+            raised.append(err)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert wait_until(lambda: (markers / "blocked").exists())
+    old = proxy.worker_pid
+    os.kill(old, signal.SIGKILL)
+    caller.join(DEADLINE)
+    assert not caller.is_alive() and len(raised) == 1 and isinstance(raised[0], WorkerError)
+    assert "during inference" in str(raised[0])
+    assert wait_until(lambda: proxy.ready)
+    assert proxy.infer(frame(16, 16), "a").actions[0, 6] == proxy.worker_pid != old
+
+
+def test_hang_past_the_deadline_kills_and_restarts(markers):
+    with ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers)}, timeout=2.0, grace=1.0) as proxy:
+        old = proxy.worker_pid
+        with pytest.raises(WorkerError, match=r"longer than 2 s.*killed"):
+            proxy.infer(frame(16, 16), "block")
+        assert wait_until(lambda: dead(old))
+        assert wait_until(lambda: proxy.ready)
+        assert proxy.infer(frame(16, 16), "a").actions[0, 6] == proxy.worker_pid != old
+        assert proxy.restarts == 1
+
+
+def test_close_leaves_no_process_and_no_shared_memory():
+    proxy = ProcessPolicy(fakes.make_echo)
+    proxy.infer(frame(8, 8), "a")
+    pid, name = proxy.worker_pid, proxy.shm_name
+    assert shm_exists(name)
+    proxy.close()
+    assert dead(pid) and not shm_exists(name) and not workers_alive()
+    with pytest.raises(WorkerError, match="closed"):
+        proxy.infer(frame(8, 8), "a")
+    proxy.close()  # idempotent
+
+
+def test_garbage_collection_releases_the_worker_and_the_buffer():
+    proxy = ProcessPolicy(fakes.make_echo)
+    pid, name = proxy.worker_pid, proxy.shm_name
+    del proxy
+    gc.collect()
+    assert dead(pid) and not shm_exists(name) and not workers_alive()
+
+
+def test_close_during_a_restart_ends_the_starting_worker(markers, caplog):
+    proxy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True})
+    old, name = proxy.worker_pid, proxy.shm_name
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: dead(old))
+    with pytest.raises(WorkerError):
+        proxy.infer(frame(8, 8), "a")
+    assert wait_until(lambda: (markers / "starts").read_text() == "2")  # the new worker is blocked in its factory
+    proxy.close()
+    assert not workers_alive() and not shm_exists(name)
+    assert not [r.message for r in caplog.records if "restart failed" in r.message]  # a close is not a failure
+
+
+def test_a_factory_error_is_raised_by_the_constructor_with_nothing_left_behind():
+    before = {p.name for p in Path("/dev/shm").glob("psm_*")}
+    with pytest.raises(CheckpointError, match=r"no model\.safetensors"):
+        ProcessPolicy(fakes.fail_to_build, {"reason": "no model.safetensors"})
+    assert not workers_alive()
+    assert {p.name for p in Path("/dev/shm").glob("psm_*")} <= before
+
+
+@pytest.mark.slow
+def test_tiny_model_matches_the_in_process_policy():
+    """Same preset (seeded random weights), same image and seed: the worker's chunk equals the in-process one."""
+    pytest.importorskip("torch")
+    from mole_inference.runtime import load_policy
+
+    image = frame(120, 160, seed=3)
+    local = load_policy(preset="tiny")
+    with ProcessPolicy(load_policy, {"preset": "tiny"}, threads=1) as remote:
+        assert (remote.action_dt, remote.chunk_size, remote.num_layers) == (
+            local.action_dt,
+            local.chunk_size,
+            local.num_layers,
+        )
+        got = remote.infer(image, "pick up the red cube", seed=5)
+    want = local.infer(image, "pick up the red cube", seed=5)
+    np.testing.assert_allclose(got.actions, want.actions, atol=1e-6, rtol=0)
+    assert got.routing.layers == want.routing.layers
+    np.testing.assert_allclose(got.routing.probs, want.routing.probs, atol=1e-6)
