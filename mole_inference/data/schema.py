@@ -96,6 +96,11 @@ EPISODE_TOPICS: dict[str, TopicSpec] = {
     )
 }
 
+# recorded when the robot side publishes them (franka_ros2, the camera node, tf); the simulated demos
+# (sim/demos.py) write the rest of EPISODE_TOPICS only
+ROBOT_STATE_TOPICS = frozenset({CAMERA_INFO_TOPIC, JOINT_STATES_TOPIC, GRIPPER_JOINT_STATES_TOPIC,
+                                EXTERNAL_WRENCH_TOPIC, TF_TOPIC, TF_STATIC_TOPIC})
+
 # Published by the live stack but not part of an episode bag (record them with `ros2 bag record` to replay them):
 # routing = Float32MultiArray (2, K), row 0 = 1.0 where the layer ran, row 1 = router probabilities
 # (mole_ros.conversions.routing_to_msg); diagnostics = the policy node's timings (mole_ros.telemetry).

@@ -49,11 +49,12 @@ def ee_yaw(rot: np.ndarray) -> float:
     return float(np.arctan2(rot[1, 0], rot[0, 0]))
 
 
-def grasp_yaw(state: SceneState, name: str) -> float:
-    """EE yaw that puts the fingers on two faces of cube `name`: its yaw modulo 90 degrees, nearest 0."""
+def grasp_yaw(state: SceneState, name: str, near: float = 0.0) -> float:
+    """EE yaw that puts the fingers on two faces of cube `name`: its yaw modulo 90 degrees, nearest `near` (the
+    EE's current yaw gives the smallest turn, which the wrist camera shows: the cube's edges against the image's)."""
     rot = quat_to_matrix(quat_normalize(state.objects[name].quat))
     yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
-    return wrap_angle(yaw * 4.0) / 4.0  # four-fold symmetry of a cube about z
+    return near + wrap_angle((yaw - near) * 4.0) / 4.0  # four-fold symmetry of a cube about z
 
 
 class ScriptedExpert:
@@ -139,8 +140,12 @@ class ScriptedExpert:
         return where
 
     def _grasp(self, name: str) -> Iterator[Waypoint]:
-        """Open above `name`, descend around it, close, lift to hover height."""
-        yaw = lambda s: grasp_yaw(s, name)  # noqa: E731
+        """Go above `name` without turning, turn there to its nearest grasp yaw (the cube fills more of the wrist
+        view above it than from afar, so the turn is what the image shows), descend around it, close, lift."""
+        start = ee_yaw(self._state.ee_rot)
+        yield from self._move(self._above(name, HOVER_Z), lambda s: start, GRIPPER_OPEN, tol=0.01)
+        near = ee_yaw(self._state.ee_rot)
+        yaw = lambda s: grasp_yaw(s, name, near)  # noqa: E731
         yield from self._move(self._above(name, HOVER_Z), yaw, GRIPPER_OPEN, tol=0.01)
         yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
         yield from self._hold(0.6, GRIPPER_CLOSED)
@@ -181,11 +186,13 @@ class ScriptedExpert:
 
     def _stack(self) -> Iterator[Waypoint]:
         top, base = self.task.target, self.task.base
-        yaw = lambda s: grasp_yaw(s, base)  # noqa: E731
         while True:
             yield from self._grasp(top)
             if not self._state.held(top):
                 continue
+            # carry without turning: a centred cube rests on the base at any yaw
+            carried = ee_yaw(self._state.ee_rot)
+            yaw = lambda s, carried=carried: carried  # noqa: E731
             yield from self._move(self._carry(top, base, HOVER_Z), yaw, GRIPPER_CLOSED, tol=0.008)
             yield from self._move(self._carry(top, base, 2 * CUBE_HALF + 0.006), yaw, GRIPPER_CLOSED, tol=0.003)
             yield from self._hold(0.5, GRIPPER_OPEN)

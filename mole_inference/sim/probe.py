@@ -97,20 +97,30 @@ class YawProbeReport:
 
 
 def probe_yaw(policy: Policy, frames: int = 20, seed: int = 700_000, start_offset: float = 0.06,
-              start_yaw: float = 0.3) -> YawProbeReport:
-    """Does the policy turn the gripper to the named cube's grasp yaw? On held-out `pick` first frames, compare the
-    summed yaw deltas of the first chunk with the rotation the scripted expert makes before it closes (the cube's
-    yaw modulo 90 degrees, nearest 0, minus the start yaw). A policy that never turns scores mae = mae_no_turn."""
+              start_yaw: float = 0.3, max_ticks: int = 80) -> YawProbeReport:
+    """Does the policy turn the gripper to the named cube's grasp yaw? On held-out `pick` episodes the scripted
+    expert drives until it is above the cube and starts to turn; on that frame the summed yaw deltas of the
+    policy's chunk are compared with the turn the expert makes (to the cube's yaw modulo 90 degrees nearest the
+    EE's yaw). A policy that never turns scores mae = mae_no_turn."""
     from mole_inference.control.transforms import wrap_angle
     from mole_inference.sim.env import make_env
-    from mole_inference.sim.expert import ee_yaw, grasp_yaw
+    from mole_inference.sim.expert import ScriptedExpert, ee_yaw, grasp_yaw
 
     report = YawProbeReport()
     with make_env("pick", cameras=("wrist",), start_offset=start_offset, start_yaw=start_yaw) as env:
         for j in range(frames):
             obs = env.reset(seed + j)
-            state = env.state()
-            need = wrap_angle(grasp_yaw(state, env.task.target) - ee_yaw(state.ee_rot))
+            expert = ScriptedExpert(env.task)
+            for _ in range(max_ticks):
+                state = env.state()
+                action = expert.act(state)
+                if abs(action[5]) > 1e-3:  # the expert starts its turn: ask the policy on this frame
+                    break
+                obs, _, _ = env.step(action)
+            else:
+                continue
+            yaw = ee_yaw(state.ee_rot)
+            need = wrap_angle(grasp_yaw(state, env.task.target, yaw) - yaw)
             chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=seed + 97 * j)
             report.needed.append(float(need))
             report.predicted.append(float(chunk.actions[:, 5].sum()))

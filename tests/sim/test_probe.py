@@ -39,3 +39,24 @@ def test_a_policy_deaf_to_the_instruction_has_no_spread():
     assert report["motion_m"] == pytest.approx(0.03)
     # the same cube is hit whatever the colour: exactly one of the four queries per frame
     assert report["hit_rate"] == pytest.approx(0.25)
+
+
+@pytest.mark.sim
+@pytest.mark.skipif(missing_sim_reason() is not None, reason=str(missing_sim_reason()))
+def test_yaw_probe_scores_a_policy_that_never_turns_as_not_turning():
+    from mole_inference.sim.probe import probe_yaw
+
+    report = probe_yaw(ConstantPolicy(), frames=3, seed=5)
+    data = report.to_dict()
+    assert data["frames"] == 3 and data["mae_rad"] == pytest.approx(data["mae_no_turn_rad"])
+    # the expert turns to the grasp yaw nearest its own: never more than 45 degrees, and not always 0
+    assert np.all(np.abs(report.needed) <= np.pi / 4 + 1e-9) and data["mae_no_turn_rad"] > 0.0
+
+
+def test_yaw_probe_summary_rewards_the_right_turn():
+    from mole_inference.sim.probe import YawProbeReport
+
+    need = [0.3, -0.2, 0.5, -0.6]
+    right, wrong = YawProbeReport(need, list(need)).to_dict(), YawProbeReport(need, [-x for x in need]).to_dict()
+    assert right["mae_rad"] == 0.0 and right["corr"] == pytest.approx(1.0)
+    assert wrong["mae_rad"] == pytest.approx(2 * right["mae_no_turn_rad"]) and wrong["corr"] == pytest.approx(-1.0)
