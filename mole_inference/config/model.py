@@ -8,6 +8,9 @@ from typing import Literal
 from mole_inference.config.base import check, positive
 
 RouterType = Literal["star", "linear", "random", "early_exit", "full", "mod", "dynamic_exit"]
+ActionFamily = Literal["diffusion", "autoregressive"]
+# Routers whose choice is one layer set per sample, which the autoregressive decode reuses for every action token.
+LAYER_SET_ROUTERS = ("star", "linear", "random", "early_exit", "full")
 
 
 @dataclass
@@ -111,8 +114,16 @@ class RouterConfig:
 
 @dataclass
 class ActionHeadConfig:
-    """CogACT-style DiT diffusion head predicting a chunk of 7-DoF end-effector deltas (Eq. 4, 6)."""
+    """The action head family (paper Table 1) and its settings; 7-DoF end-effector deltas (Eq. 4).
 
+    `type: diffusion` (CogACT): a DiT denoises a chunk conditioned on the cognition token (Eq. 6), the fields
+    below up to `ddim_clip`. `type: autoregressive` (OpenVLA): the LLM itself decodes `action_dim` tokens per
+    control step among the last `num_bins` vocabulary ids (model/action_tokens.py); one action per step, so
+    `chunk_size` must be 1, and the DiT fields are unused.
+    """
+
+    type: ActionFamily = "diffusion"  # the default keeps every config written before this field as it was
+    num_bins: int = 256  # autoregressive: uniform bins over [-1, 1] (OpenVLA's n_action_bins)
     hidden_size: int = 128
     depth: int = 2
     num_heads: int = 4
@@ -138,6 +149,11 @@ class ActionHeadConfig:
               f"must be <= train_timesteps={self.train_timesteps}")
         check(self.cfg_scale >= 1.0, "cfg_scale", self.cfg_scale, "must be >= 1 (1 disables guidance)")
         check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", self.cond_dropout, "must be in [0, 1)")
+        check(self.type in ("diffusion", "autoregressive"), "type", self.type, "must be diffusion or autoregressive")
+        check(self.num_bins >= 2, "num_bins", self.num_bins, "must be >= 2")
+        if self.type == "autoregressive":
+            check(self.chunk_size == 1, "chunk_size", self.chunk_size,
+                  "must be 1 with type=autoregressive (OpenVLA predicts one action per control step)")
 
 
 DistillMode = Literal["none", "mse", "kl", "reverse_kl", "mse+reverse_kl"]
@@ -239,6 +255,12 @@ class ModelConfig:
         check(self.router.exit_min_layers <= self.llm.num_layers, "router.exit_min_layers",
               self.router.exit_min_layers, f"must be <= llm.num_layers={self.llm.num_layers}")
         positive(self, "action_dt")
+        if self.action_head.type == "autoregressive":
+            check(self.action_head.num_bins <= self.llm.vocab_size, "action_head.num_bins", self.action_head.num_bins,
+                  f"must be <= llm.vocab_size={self.llm.vocab_size} (the bins are the last vocabulary ids)")
+            check(self.router.type in LAYER_SET_ROUTERS, "router.type", self.router.type,
+                  f"with action_head.type=autoregressive must pick one layer set per step: one of "
+                  f"{list(LAYER_SET_ROUTERS)}")
 
     @property
     def seq_len(self) -> int:

@@ -14,7 +14,7 @@ from mole_inference.config import to_dict
 from mole_inference.config.model import ModelConfig
 from mole_inference.errors import BackendUnavailableError
 from mole_inference.export.manifest import Manifest, StageEntry, stage_files
-from mole_inference.export.stages import example_inputs, stage_io, stage_modules
+from mole_inference.export.stages import check_exportable, example_inputs, stage_io, stage_modules
 from mole_inference.model.action_stats import ActionStats
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def export_onnx(model: torch.nn.Module, stats: ActionStats, out: str | Path, ops
     """
     require_onnx()
     cfg: ModelConfig = model.cfg
+    check_exportable(cfg.router.type, family=cfg.action_head.type)  # before anything is written
     out = Path(out)
     (out / "fp32").mkdir(parents=True, exist_ok=True)
     model = model.float().cpu().eval()

@@ -30,8 +30,19 @@ _NOT_EXPORTABLE = {
 }
 
 
-def check_exportable(router_type: str, what: str = "exported") -> None:
-    """Raise ConfigError naming `router_type` unless the exported stages can run it."""
+EXPORTABLE_FAMILIES = ("diffusion",)
+_FAMILY_MISSING = {
+    "autoregressive": "the stages have no token decoding: it needs a prefill stage that also returns each run "
+                      "layer's keys/values, a one-token decode stage per layer taking them, an LM-head stage and "
+                      "the greedy loop on the host",
+}
+
+
+def check_exportable(router_type: str, what: str = "exported", family: str = "diffusion") -> None:
+    """Raise ConfigError naming `router_type` or the action head `family` unless the exported stages can run it."""
+    if family not in EXPORTABLE_FAMILIES:
+        why = _FAMILY_MISSING.get(family, "it has no exported form")
+        raise ConfigError(f"action_head.type={family!r} cannot be {what} ({why}); use the torch backend")
     if router_type not in EXPORTABLE_ROUTERS:
         why = _NOT_EXPORTABLE.get(router_type, "it has no exported form")
         raise ConfigError(f"router.type={router_type!r} cannot be {what} ({why}); use one of "
@@ -148,7 +159,7 @@ class DenoiseStage(nn.Module):
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Torch module of every stage, keyed like `stage_io`."""
     cfg: ModelConfig = model.cfg
-    check_exportable(cfg.router.type)
+    check_exportable(cfg.router.type, family=cfg.action_head.type)
     mods: dict[str, nn.Module] = {"vision": VisionStage(model), "router": RouterStage(model)}
     mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
     mods["cognition"] = CognitionStage(model)

@@ -13,11 +13,19 @@ def vit_flops(enc: EncoderConfig, tokens: int, patch_dim: int) -> int:
 
 
 def llm_layer_flops(cfg: ModelConfig, tokens: int | None = None) -> int:
-    """One LLaMA decoder layer over the whole prompt (S tokens), or over `tokens` of them (MoD)."""
+    """One LLaMA decoder layer over the whole prompt (S tokens), or over `tokens` of them (MoD).
+
+    The autoregressive family adds the layer's share of decoding: A - 1 more tokens, one at a time against the
+    cached keys (token j attends to S + j keys); the router picks the layers once for the prompt and them.
+    """
     llm, s = cfg.llm, cfg.seq_len if tokens is None else tokens
     d = llm.hidden_size
     d_kv = d // llm.num_heads * (llm.num_kv_heads or llm.num_heads)
-    return 2 * s * (2 * d * d + 2 * d * d_kv) + 4 * s * s * d + 2 * s * 3 * d * llm.intermediate_size
+    per_token = 2 * (2 * d * d + 2 * d * d_kv) + 2 * 3 * d * llm.intermediate_size
+    prompt = s * per_token + 4 * s * s * d
+    if cfg.action_head.type != "autoregressive" or tokens is not None:
+        return prompt
+    return prompt + sum(per_token + 4 * (s + j) * d for j in range(1, cfg.action_head.action_dim))
 
 
 def stage_flops(cfg: ModelConfig) -> dict[str, int]:
@@ -42,12 +50,15 @@ def stage_flops(cfg: ModelConfig) -> dict[str, int]:
         router = k * 10 * d
     else:
         router = 0
-    w, c = a.hidden_size, a.chunk_size + 1
-    block = 2 * c * 4 * w * w + 4 * c * c * w + 4 * c * w * int(w * a.mlp_ratio)
-    per_eval = a.depth * block + 2 * c * w * a.action_dim * 2 + 2 * d * w + 4 * w * w
-    evals = a.ddim_steps * (2 if a.cfg_scale > 1.0 else 1)
+    if a.type == "autoregressive":  # the greedy pick reads the LM head's num_bins action rows, once per token
+        head = a.action_dim * 2 * d * a.num_bins
+    else:
+        w, c = a.hidden_size, a.chunk_size + 1
+        block = 2 * c * 4 * w * w + 4 * c * c * w + 4 * c * w * int(w * a.mlp_ratio)
+        per_eval = a.depth * block + 2 * c * w * a.action_dim * 2 + 2 * d * w + 4 * w * w
+        head = per_eval * a.ddim_steps * (2 if a.cfg_scale > 1.0 else 1)
     return {"vision": vision, "router": router, "llm_layer": llm_layer_flops(cfg), "llm_layers": k,
-            "action_head": per_eval * evals}
+            "action_head": head}
 
 
 def step_flops(cfg: ModelConfig, active_layers: int | None = None) -> int:

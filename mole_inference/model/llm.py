@@ -1,8 +1,9 @@
 """MoLe-wrapped LLaMA decoder (Eq. 7): we own the layer loop and call Hugging Face decoder layers from it.
 
 Prompt layout (fixed length, so exported shapes are static): [image tokens | instruction padded to
-`max_text_tokens` | cognition token]. Padding tokens are masked as keys; one prefill per control step,
-no KV cache.
+`max_text_tokens` | cognition token]. Padding tokens are masked as keys; one prefill per control step, never a
+KV cache across steps. Within one step the autoregressive family decodes its action tokens after the prompt with a
+`LayerCache`: keys and values of the layers that ran, so a skipped layer holds nothing.
 """
 
 from __future__ import annotations
@@ -32,16 +33,50 @@ def hf_llama_config(cfg: LLMConfig):
     return hf
 
 
-def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive causal mask (B, 1, S, S) from a key padding mask (B, S) bool; finfo.min, never -inf.
+def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype, past: int = 0) -> torch.Tensor:
+    """Additive causal mask (B, 1, S - past, S) from a key padding mask (B, S) bool; finfo.min, never -inf.
 
-    ONNX Runtime returns NaN for rows whose every key is -inf; finfo.min keeps them finite.
+    The queries are the last S - past positions (`past` > 0: decoding after cached keys). ONNX Runtime returns
+    NaN for rows whose every key is -inf; finfo.min keeps them finite.
     """
     s = key_mask.shape[1]
-    causal = torch.ones((s, s), dtype=torch.bool, device=key_mask.device).tril()
-    allowed = causal.unsqueeze(0) & key_mask.unsqueeze(1)  # (B, S, S)
+    causal = torch.ones((s, s), dtype=torch.bool, device=key_mask.device).tril()[past:]
+    allowed = causal.unsqueeze(0) & key_mask.unsqueeze(1)  # (B, S - past, S)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
     return bias.masked_fill(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
+class LayerCache:
+    """Keys and values (B, H_kv, P, Dh) per decoder layer index, for the layers that ran; skipped: no entry.
+
+    Duck-types the one method transformers' attention calls (`update`), so the HF layers fill it themselves.
+    """
+
+    def __init__(self) -> None:
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this call's keys/values to layer `layer_idx`'s and return all of them."""
+        if layer_idx in self.kv:
+            k, v = self.kv[layer_idx]
+            key, value = torch.cat([k, key], dim=2), torch.cat([v, value], dim=2)
+        self.kv[layer_idx] = (key, value)
+        return key, value
+
+    @property
+    def layers(self) -> list[int]:
+        """Layer indices holding keys/values, ascending."""
+        return sorted(self.kv)
+
+
+def _cache_kwarg() -> str:
+    """Name of the decoder layer's cache argument (`cache` in newer transformers, `past_key_values` before)."""
+    import inspect
+
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    return "cache" if "cache" in inspect.signature(LlamaAttention.forward).parameters else "past_key_values"
 
 
 class MoLeLLM(nn.Module):
@@ -77,9 +112,9 @@ class MoLeLLM(nn.Module):
         missing, unexpected = self.load_state_dict(src, strict=False)
         log.info("loaded LLaMA weights from %s (missing %d, unexpected %d)", path, len(missing), len(unexpected))
 
-    def rope(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary (cos, sin) for positions 0..S-1."""
-        pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+    def rope(self, h: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary (cos, sin) for positions start..start+S-1."""
+        pos = torch.arange(start, start + h.shape[1], device=h.device).unsqueeze(0)
         return self.rotary_emb(h, position_ids=pos)
 
     def run_layer(self, idx: int, h: torch.Tensor, bias: torch.Tensor,
@@ -97,8 +132,21 @@ class MoLeLLM(nn.Module):
         return self.layers[idx](h, attention_mask=bias, position_embeddings=rope)
 
     def forward(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int] | None = None,
-                gate: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states after the final norm (B, S, D); see the class docstring for `layers` / `gate`."""
+                gate: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+        """Hidden states after the final norm (B, n, D); see the class docstring for `layers` / `gate`.
+
+        With `cache` (inference only) `h` holds the n newest tokens, `key_mask` (B, P + n) every key so far; the
+        layers that run read the cached P positions and append these n.
+        """
+        if cache is not None:
+            if gate is not None:
+                raise ValueError("cache is for inference: pass layers=, not gate=")
+            past = key_mask.shape[1] - h.shape[1]
+            bias, rope = attention_bias(key_mask, h.dtype, past), self.rope(h, past)
+            kwargs = {_cache_kwarg(): cache}
+            for i in range(len(self.layers)) if layers is None else sorted(layers):
+                h = self.layers[i](h, attention_mask=bias, position_embeddings=rope, **kwargs)
+            return self.norm(h)
         bias = attention_bias(key_mask, h.dtype)
         rope = self.rope(h)
         if gate is not None:

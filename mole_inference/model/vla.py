@@ -1,6 +1,9 @@
-"""MoLe-VLA: vision -> router -> selected LLM layers -> cognition token -> DiT action head.
+"""MoLe-VLA: vision -> router -> selected LLM layers -> cognition token -> action head of the family.
 
-Each stage is a method with fixed shapes so runtimes can time it and exporters can trace it alone.
+`action_head.type` picks the family (paper Table 1): `diffusion` (CogACT: the cognition token conditions a DiT)
+or `autoregressive` (OpenVLA: the selected layers go on to decode the action tokens, with a KV cache of those
+layers only; the router runs once per control step, on the prompt). Each stage is a method with fixed shapes so
+runtimes can time it and exporters can trace it alone.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from mole_inference.model.action_head import DiTActionHead
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.dynamic_exit import run_with_exit
 from mole_inference.model.film import TextFiLM
-from mole_inference.model.llm import MoLeLLM
+from mole_inference.model.llm import LayerCache, MoLeLLM
 from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
+from mole_inference.model.token_head import TokenActionHead
 
 
 class MoLeVLA(nn.Module):
@@ -35,13 +39,24 @@ class MoLeVLA(nn.Module):
         self.text_film = TextFiLM(d) if cfg.vision.text_film else None  # beyond the paper, off by default
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.cognition_token, std=0.02)
-        self.action_head = DiTActionHead(cfg.action_head, d)
-        self.scheduler = DDIMScheduler(cfg.action_head)
+        self.action_head: DiTActionHead | TokenActionHead
+        self.scheduler: DDIMScheduler | None
+        if cfg.action_head.type == "autoregressive":
+            self.action_head = TokenActionHead(cfg.action_head, d, cfg.llm.vocab_size)
+            self.scheduler = None
+        else:
+            self.action_head = DiTActionHead(cfg.action_head, d)
+            self.scheduler = DDIMScheduler(cfg.action_head)
 
     @property
     def num_layers(self) -> int:
         """K, the LLM depth."""
         return self.cfg.llm.num_layers
+
+    @property
+    def family(self) -> str:
+        """The action head family: "diffusion" or "autoregressive"."""
+        return self.cfg.action_head.type
 
     # --- stages -----------------------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -115,6 +130,32 @@ class MoLeVLA(nn.Module):
         """DDIM from `noise` (B, C, A) to normalized actions in [-1, 1]."""
         return self.scheduler.sample(lambda x, t: self.denoise(x, t, cognition), noise, generator)
 
+    def decode_actions(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int],
+                       use_cache: bool = True) -> torch.Tensor:
+        """Autoregressive family: greedy action tokens after the prompt h (B, S, D) through `layers` only ->
+        normalized actions (B, 1, A) float64. One routing decision serves every token of the step.
+
+        `use_cache=False` recomputes the whole sequence for every token (the reference the cache is tested
+        against); with the cache each new token runs through the same layers once, against their cached keys.
+        """
+        head, embed = self.action_head, self.llm.embed_tokens
+        cache = LayerCache() if use_cache else None
+        hidden = self.llm(h, key_mask, layers=layers, cache=cache)[:, -1]  # (B, D)
+        ones = key_mask.new_ones((key_mask.shape[0], 1))
+        ids: list[torch.Tensor] = []
+        for j in range(self.cfg.action_head.action_dim):
+            ids.append(head.next_token(hidden))  # (B,)
+            if j + 1 == self.cfg.action_head.action_dim:
+                break
+            x = embed(ids[-1]).unsqueeze(1).to(h.dtype)  # (B, 1, D)
+            key_mask = torch.cat([key_mask, ones], dim=1)
+            if cache is not None:
+                hidden = self.llm(x, key_mask, layers=layers, cache=cache)[:, -1]
+            else:
+                h = torch.cat([h, x], dim=1)
+                hidden = self.llm(h, key_mask, layers=layers)[:, -1]
+        return head.tokenizer.decode(torch.stack(ids, dim=1)).unsqueeze(1)  # (B, 1, A)
+
     # --- whole passes --------------------------------------------------------------------------------------
     def cognition(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
                   layers: Sequence[int] | None = None) -> tuple[torch.Tensor, RouterOutput, list[list[int]]]:
@@ -130,15 +171,21 @@ class MoLeVLA(nn.Module):
         return cog, out, chosen
 
     def forward_train(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
-                      full: bool = False) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
+                      full: bool = False, suffix: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
         """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
 
         `full=True` runs every layer on every token (the CogKD teacher). With the mod router every layer runs
         on its top-c tokens (the gate is all ones); dynamic_exit trains every layer (it exits at inference only).
+        `suffix` (B, n) token ids appended after the prompt (teacher forcing of the autoregressive family): the
+        hidden states are then (B, S + n, D), the first S those of the prompt alone (causal attention).
         """
         img, text = self.encode_image(pixels), self.embed_text(ids)
-        out = self.route(img, text, text_mask)
+        out = self.route(img, text, text_mask)  # routed on the prompt only
         h, key_mask = self.prompt(img, text, text_mask)
+        if suffix is not None:
+            h = torch.cat([h, self.llm.embed_tokens(suffix).to(h.dtype)], dim=1)  # (B, S + n, D)
+            key_mask = torch.cat([key_mask, torch.ones_like(suffix, dtype=torch.bool)], dim=1)
         if full:
             return self.hidden_states(h, key_mask), out, torch.ones_like(out.probs)
         if self.cfg.router.type == "mod":

@@ -32,7 +32,7 @@ class StagedPolicy(Policy):
 
     def __init__(self, cfg: ModelConfig, stats: ActionStats, k: int) -> None:
         if self.exported_stages:
-            check_exportable(cfg.router.type, f"run by {type(self).__name__}")
+            check_exportable(cfg.router.type, f"run by {type(self).__name__}", cfg.action_head.type)
         self.cfg, self.stats, self.k = cfg, stats, k
         self.tokenizer = load_tokenizer(cfg.llm.tokenizer, cfg.llm.vocab_size, cfg.llm.text_tokenizer)
         self.scheduler = DDIMScheduler(cfg.action_head)

@@ -104,7 +104,8 @@ class TorchPolicy(StagedPolicy):
             layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
         """Staged forward pass: normalized actions (C, A), routing, per-stage ms.
 
-        `layers` overrides the router (None: the router's top-k; `range(K)`: the full model).
+        `layers` overrides the router (None: the router's top-k; `range(K)`: the full model). The autoregressive
+        family ignores `noise` (greedy decoding) and times prompt and token decoding together as `llm`.
         """
         m, timer = self.model, StageTimer(self.device)
         with timer("vision"):
@@ -113,13 +114,19 @@ class TorchPolicy(StagedPolicy):
         with timer("router"):
             out = m.route(img, text, mask)
             chosen = list(layers) if layers is not None else m.select(out)[0]
-        with timer("llm"):  # mod and dynamic_exit act inside the chosen layers; a forced set runs as given
-            h, key_mask = m.prompt(img, text, mask)
-            cognition, ran = m.run_layers(h, key_mask, [chosen], routed=layers is None)
-            chosen = ran[0]
-        with timer("action_head"):
-            x = torch.from_numpy(noise).to(self.device, self.dtype)
-            actions = m.sample_actions(cognition, x)
+        if m.family == "autoregressive":  # the LLM decodes the action tokens: its time is the llm stage
+            with timer("llm"):
+                h, key_mask = m.prompt(img, text, mask)
+                actions = m.decode_actions(h, key_mask, chosen)
+            timer.ms["action_head"] = 0.0
+        else:
+            with timer("llm"):  # mod and dynamic_exit act inside the chosen layers; a forced set runs as given
+                h, key_mask = m.prompt(img, text, mask)
+                cognition, ran = m.run_layers(h, key_mask, [chosen], routed=layers is None)
+                chosen = ran[0]
+            with timer("action_head"):
+                x = torch.from_numpy(noise).to(self.device, self.dtype)
+                actions = m.sample_actions(cognition, x)
         timer.ms["total"] = sum(timer.ms.values())
         probs = out.probs[0].float().cpu().numpy()
         routing = RoutingDecision(layers=tuple(chosen), probs=probs, total_layers=self.num_layers)

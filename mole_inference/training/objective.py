@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mole_inference.config.model import ModelConfig
+from mole_inference.model.routers import RouterOutput
 from mole_inference.model.vla import MoLeVLA
 from mole_inference.training.losses import (
     distillation_loss,
@@ -76,6 +77,33 @@ class MoLeObjective(nn.Module):
         t = cfg.training
         self.goal_head = nn.Linear(d, goal_dims(t.goal_rot_scale)) if t.goal_weight > 0 else None
 
+    def diffusion_task(self, cog: torch.Tensor, actions: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                       drop: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 6 for the diffusion family: the DiT's noise MSE, each sample repeated `diffusion_repeats` times."""
+        model, r = self.student, self.cfg.training.diffusion_repeats
+        cond = cog.repeat_interleave(r, dim=0)  # (B*R, D)
+        null = model.action_head.null_condition.to(cond.dtype).expand_as(cond)
+        cond = torch.where(drop[:, None], null, cond)  # classifier-free guidance dropout
+        x_t = model.scheduler.q_sample(actions.repeat_interleave(r, dim=0), timesteps, noise)  # (B*R, C, A)
+        mask = action_mask.repeat_interleave(r, dim=0) if action_mask is not None else None  # (B*R, C)
+        return task_loss(model.action_head(x_t, timesteps, cond), noise, mask)
+
+    def token_task(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
+                   action_mask: torch.Tensor | None) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
+        """The autoregressive family's task loss: cross-entropy of the action tokens under teacher forcing.
+
+        The prompt's last position and the first A - 1 action tokens (appended after it, through the same gated
+        layers) predict the A tokens of the step's one action (B, 1, A). Returns the prompt's hidden states
+        (B, S, D) (what CogKD distills), router output, gate and the loss.
+        """
+        model = self.student
+        a = actions[:, 0]  # (B, A): chunk_size is 1
+        tokens = model.action_head.tokenizer.encode(a).to(ids.device)  # (B, A)
+        hidden, router, gate = model.forward_train(pixels, ids, text_mask, suffix=tokens[:, :-1])  # (B, S+A-1, D)
+        s = hidden.shape[1] - (tokens.shape[1] - 1)
+        mask = action_mask[:, 0] if action_mask is not None else None
+        return hidden[:, :s], router, gate, model.action_head.loss(hidden[:, s - 1 :], a, mask)
+
     @property
     def uses_teacher(self) -> bool:
         """Whether the loss needs the teacher's hidden states."""
@@ -92,15 +120,13 @@ class MoLeObjective(nn.Module):
         """
         t = self.cfg.training
         model = self.student
-        hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
+        if model.family == "autoregressive":
+            hidden, router, gate, task = self.token_task(pixels, ids, text_mask, actions, action_mask)
+        else:
+            hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
+            task = self.diffusion_task(hidden[:, -1], actions, noise, timesteps, drop, action_mask)
         cog = hidden[:, -1]  # (B, D) cognition feature
-        r = t.diffusion_repeats
-        cond = cog.repeat_interleave(r, dim=0)  # (B*R, D)
-        null = model.action_head.null_condition.to(cond.dtype).expand_as(cond)
-        cond = torch.where(drop[:, None], null, cond)  # classifier-free guidance dropout
-        x_t = model.scheduler.q_sample(actions.repeat_interleave(r, dim=0), timesteps, noise)  # (B*R, C, A)
-        mask = action_mask.repeat_interleave(r, dim=0) if action_mask is not None else None  # (B*R, C)
-        parts = {"task": task_loss(model.action_head(x_t, timesteps, cond), noise, mask)}
+        parts = {"task": task}
         selected = gate.detach()  # exactly the 0/1 top-k mask in value
         parts["lb_eq3"] = load_balance_eq3(selected)
         parts["lb"] = load_balance_surrogate(router.probs, selected, t.load_balance)
