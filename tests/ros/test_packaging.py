@@ -34,6 +34,7 @@ ROSDEP_KEYS = {
     "rclpy", "rcl_interfaces", "builtin_interfaces", "action_msgs", "lifecycle_msgs", "std_msgs", "std_srvs",
     "sensor_msgs",
     "geometry_msgs", "diagnostic_msgs", "tf2_msgs", "launch", "launch_ros", "ament_index_python", "controller_manager",
+    "controller_manager_msgs",
     "foxglove_bridge", "spacenav", "joy", "robot_state_publisher", "xacro",
     "python3-numpy", "python3-opencv", "python3-yaml", "python3-tqdm", "python3-pytest",
 }

@@ -22,6 +22,15 @@ Bad input never kills the node: a malformed frame is dropped with a throttled er
 once frames are older than `control.watchdog.max_image_age`); a failing or NaN inference drops the queued
 actions, so the next tick holds. Hold = the measured pose latched when the hold began (clamped into the
 workspace) is published as the target every tick (`mole_inference.control.safety`); activation starts afresh.
+
+Robot-side checks (`robot.*`, `robot_checks` / `robot_monitor`): after each activation nothing at all is published
+until the measured pose and the controller's own end-effector pose (`robot.reference_pose_topic`) agree within
+`robot.frame_tolerance` / `robot.frame_angle_tolerance`; if they disagree the node publishes nothing until the
+next activation and says which frames and by how much (log and /diagnostics). A controller that is not active
+(`robot.require_controller`), a robot mode other than idle/move or current errors (`robot.watch_robot_state`), or
+a silent robot state, switch the mux to hold with the reason; `~/resume_policy` and `~/takeover` are refused
+until every check passes again. /diagnostics carries one status per check ("<node>: frames", ": controller",
+": robot state").
 """
 
 from __future__ import annotations
@@ -53,6 +62,10 @@ from mole_ros.control_thread import ControlThread
 from mole_ros.gripper import GripperOutput, GripperSettings, resolve_mode
 from mole_ros.inference_worker import InferenceWorker
 from mole_ros.params import declare_config, help_field, read_config
+from mole_ros.robot_checks import ERROR as CHECK_ERROR
+from mole_ros.robot_checks import OK as CHECK_OK
+from mole_ros.robot_checks import RobotChecksConfig
+from mole_ros.robot_monitor import RobotBackends, RobotMonitor
 from mole_ros.telemetry import ERROR, OK, WARN, Telemetry, diagnostic_array
 
 NODE_NAME = "mole_policy"
@@ -135,18 +148,21 @@ class PolicyNode(LifecycleNode):
     """Lifecycle node: camera + instruction + measured pose in, 50 Hz targets out (see module docstring)."""
 
     def __init__(self, node_name: str = NODE_NAME, *, policy_factory: PolicyFactory | None = None,
-                 **kwargs) -> None:
+                 robot_backends: RobotBackends | None = None, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.policy_factory = policy_factory or load_policy_for
+        self.robot_backends = robot_backends  # None: controller_manager_msgs / franka_msgs (tests inject fakes)
         declare_config(self, PolicyNodeConfig())
         declare_config(self, ControlConfig(), "control.", skip=("control.scheduler.action_dt",))
+        declare_config(self, RobotChecksConfig(), "robot.")
+        self.monitor: RobotMonitor | None = None
         self.cfg: PolicyNodeConfig | None = None
         self.policy: Policy | None = None
         self.loop: ControlLoop | None = None
         self.worker: InferenceWorker | None = None
         self.telemetry: Telemetry | None = None
         self._entities: list = []
-        self._timers: list = []
+        self._diag_timers: list = []  # not `_timers`: that is rclpy Node's own list of every timer
         self._control: ControlThread | None = None  # the fixed-rate control loop (its own thread)
         self._measured: tuple[Pose, str] | None = None
         self._image_stamp: float | None = None
@@ -161,7 +177,9 @@ class PolicyNode(LifecycleNode):
         try:
             cfg = read_config(self, PolicyNodeConfig)
             ctl = read_config(self, ControlConfig, "control.", skip=("control.scheduler.action_dt",))
+            robot = read_config(self, RobotChecksConfig, "robot.")
             resolve_mode(cfg.gripper)  # gripper: franka without franka_msgs fails here, with the reason
+            RobotMonitor.check_config(robot, self.robot_backends)  # likewise a robot check without its msgs
             t0 = time.monotonic()
             policy = self.policy_factory(cfg)
             ctl = dataclasses.replace(ctl, scheduler=dataclasses.replace(ctl.scheduler, action_dt=policy.action_dt))
@@ -175,11 +193,13 @@ class PolicyNode(LifecycleNode):
                  else f"{type(policy).__name__} on the inference thread")
         self.get_logger().info(f"model {where} ready in {time.monotonic() - t0:.1f} s "
                                f"(action_dt={policy.action_dt}, layers={policy.num_layers}); config: {cfg}; "
-                               f"control: {ctl}")
+                               f"control: {ctl}; robot: {robot}")
         self.loop = ControlLoop(ctl, on_switch=self._on_switch, now=self._now())
         self.telemetry = Telemetry(ctl.scheduler.control_dt)
         self.worker = InferenceWorker(policy, self.loop, self._now, self._on_chunk, self._on_worker_error,
                                       cfg.max_image_side, cfg.torch_threads, cfg.min_inference_period)
+        self.monitor = RobotMonitor(self, robot, cfg.pose_topic, MutuallyExclusiveCallbackGroup(),
+                                    self.robot_backends)
         self._create_entities(cfg)
         return TransitionCallbackReturn.SUCCESS
 
@@ -223,12 +243,13 @@ class PolicyNode(LifecycleNode):
         self._engage_pending = cfg.engage_on_start
         self.telemetry.control.reset()
         loop.reset("activate", self._now())  # afresh: mux to its start mode, no chunk/target/latch from before
+        self.monitor.start()  # the frame check runs afresh: nothing is published until it passes
         self._active = True
         self.worker.start()
         self.gripper.start()  # goals leave from its own thread; absent action servers are reported
         self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick)
         self._control.start()
-        self._timers = [self.create_timer(cfg.diagnostics_period, self._on_diagnostics)]
+        self._diag_timers = [self.create_timer(cfg.diagnostics_period, self._on_diagnostics)]
         self._source_pub.publish(String(data=loop.mux.mode.value))
         self.get_logger().info(f"active: {loop.config.scheduler.control_rate_hz:g} Hz, mode {loop.mux.mode.value}")
         return super().on_activate(state)
@@ -255,11 +276,13 @@ class PolicyNode(LifecycleNode):
         if self._control is not None:
             self._control.stop()
             self._control = None
-        for timer in self._timers:
+        for timer in self._diag_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._diag_timers = []
         if self.worker is not None:
             self.worker.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.cfg is not None:
             self.gripper.stop()
         if self.cfg is not None and self.cfg.python_switch_interval > 0:
@@ -273,9 +296,11 @@ class PolicyNode(LifecycleNode):
             for p in (self._target_pub, self._delta_pub, self._routing_pub, self._source_pub, self._diag_pub):
                 self.destroy_publisher(p)
             self.gripper.destroy()
+        if self.monitor is not None:
+            self.monitor.destroy()
         if isinstance(self.policy, ProcessPolicy):
             self.policy.close()  # the worker process and its shared memory
-        self.policy = self.loop = self.worker = self.cfg = None
+        self.policy = self.loop = self.worker = self.cfg = self.monitor = None
 
     def destroy_node(self) -> None:
         """Stop the timer, the inference thread and the worker process before the node goes away."""
@@ -322,6 +347,7 @@ class PolicyNode(LifecycleNode):
         stamp = conv.stamp_to_sec(msg.header.stamp) or received
         self._measured = (conv.pose_from_msg(msg), msg.header.frame_id or self.cfg.frame_id)
         self.loop.pose_received(stamp, received)
+        self.monitor.measured_pose(self._measured[0], self._measured[1], stamp)
 
     def _on_teleop(self, msg: Float64MultiArray) -> None:
         try:
@@ -360,9 +386,17 @@ class PolicyNode(LifecycleNode):
             self.get_logger().warning("no measured pose yet: nothing to hold, no target published",
                                       throttle_duration_sec=2.0)
             return
+        checks = self.monitor.checks
+        if not checks.output_allowed():  # frames not (yet) shown to agree: a target could move the arm by the gap
+            self.get_logger().warning(f"no target published: {checks.status(self._now())[0].message}",
+                                      throttle_duration_sec=2.0)
+            return
         now_ns = self.get_clock().now().nanoseconds
         now = now_ns * 1e-9
         pose, frame_id = self._measured
+        fault = checks.fault(now)
+        if fault is not None:  # reflex, user stop, controller gone: hold (logged once by the mux switch)
+            self.loop.mux.fault_hold(f"robot: {fault}", now)
         try:
             cmd = self.loop.tick(now, pose)
         except Exception as err:  # never let one tick kill the timer: hold instead
@@ -380,7 +414,8 @@ class PolicyNode(LifecycleNode):
         self._delta_pub.publish(conv.ee_delta_to_msg(cmd.delta, cmd.source.value))
         self.gripper.send(cmd.gripper)
         self.telemetry.command_sent(now, cmd.source is Source.POLICY)
-        if self._engage_pending and self.loop.last_health is not None and self.loop.last_health.ok:
+        if (self._engage_pending and self.loop.last_health is not None and self.loop.last_health.ok
+                and checks.engage_refusal(now) is None):
             self._engage_pending = False
             self.loop.resume_policy("engage_on_start", now)
 
@@ -400,6 +435,10 @@ class PolicyNode(LifecycleNode):
         gripper = {"goals_sent": str(self.gripper.goals_sent), "failures": str(self.gripper.failures)}
         diag.status.extend(diagnostic_array(f"{self.get_name()}: gripper", "mole_vla", OK if ok else ERROR, text,
                                             gripper, 0).status)
+        for check in self.monitor.checks.status(self._now()):
+            level = OK if check.level == CHECK_OK else (ERROR if check.level == CHECK_ERROR else WARN)
+            diag.status.extend(diagnostic_array(f"{self.get_name()}: {check.name}", "mole_vla", level,
+                                                check.message, check.values, 0).status)
         if isinstance(self.policy, ProcessPolicy):
             worker = self.policy.status()
             text = (f"pid {self.policy.worker_pid}" if self.policy.ready
@@ -413,12 +452,25 @@ class PolicyNode(LifecycleNode):
         return float("nan") if stamp is None else (self._now() - stamp) * 1e3
 
     # ------------------------------------------------------------------ services
+    def _engage_refused(self, service: str, response: Trigger.Response) -> bool:
+        """Fill `response` and log when a robot-side check refuses an engage now."""
+        refusal = self.monitor.checks.engage_refusal(self._now())
+        if refusal is None:
+            return False
+        self.get_logger().warning(f"{service} refused: {refusal}")
+        response.success, response.message = False, f"refused: {refusal}"
+        return True
+
     def _srv_takeover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self._engage_refused("~/takeover", response):
+            return response
         self.loop.takeover("service ~/takeover", self._now())
         response.success, response.message = True, self.loop.mux.mode.value
         return response
 
     def _srv_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self._engage_refused("~/resume_policy", response):
+            return response
         ok = self.loop.resume_policy("service ~/resume_policy", self._now())
         health = self.loop.watchdog.check(self._now())
         response.success = ok
