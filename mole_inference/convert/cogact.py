@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mole_inference.config import ModelConfig, from_dict, to_dict
 from mole_inference.convert.mapping import Conversion, flatten, read_state_dict
-from mole_inference.convert.prismatic import count_blocks, grid_tokens, map_dinov2, map_siglip
+from mole_inference.convert.prismatic import (
+    FEATURE_LAYER_GAP,
+    count_blocks,
+    fused_vision_fields,
+    map_dinov2,
+    map_siglip,
+)
+from mole_inference.convert.stats import StatsChoice, dataset_action_stats, read_json
 from mole_inference.errors import CheckpointError
 from mole_inference.model.action_stats import ActionStats
 
@@ -34,8 +40,7 @@ EOS_ID = 2  # CogACT's cognition token: the EOS token appended after "Out: " (an
 DINO, SIGLIP = "vision_backbone.dino_featurizer.", "vision_backbone.siglip_featurizer."
 LLM, DIT, EMA = "llm_backbone.llm.model.", "action_model.net.", "ema_diffusion.net."
 STATIC_GAPS = (
-    "feature layer: Prismatic reads each tower's patch tokens after block n-2 without the final norm; our vision "
-    "tower reads last_hidden_state (all blocks + final LayerNorm)",
+    FEATURE_LAYER_GAP,
     "prompt layout: CogACT feeds [BOS | image | 'In: What action should the robot take to {x}?\\nOut: ' | 29871 | "
     "EOS] and reads the EOS position; ours is [image | instruction padded to max_text_tokens | cognition]",
     "DDIM timesteps: CogACT's 'ddim10' respacing of 100 steps runs t = 99, 88, ..., 0; ours runs 90, 80, ..., 0",
@@ -60,27 +65,13 @@ def source_tensors(path: str | Path, ema: bool = False) -> dict[str, torch.Tenso
 
 def infer_config(src: dict[str, torch.Tensor], base: ModelConfig, tokenizer: str | None = None) -> ModelConfig:
     """`base` (head counts, eps, router: what shapes do not tell) with every size read from the source."""
-    dino_pos, sig_pos = src[f"{DINO}pos_embed"], src[f"{SIGLIP}pos_embed"]
-    n_dino, _ = grid_tokens(dino_pos.shape[1], f"{DINO}pos_embed")
-    n_sig, _ = grid_tokens(sig_pos.shape[1], f"{SIGLIP}pos_embed")
-    patch = src[f"{DINO}patch_embed.proj.weight"].shape[-1]
-    if n_dino != n_sig or src[f"{SIGLIP}patch_embed.proj.weight"].shape[-1] != patch:
-        raise CheckpointError(f"DINOv2 has {n_dino} patches of {patch} px, SigLIP {n_sig}: our fused tower needs "
-                              "one grid")
     vocab, width = src[f"{LLM}embed_tokens.weight"].shape
     heads = base.llm.num_heads
     head_dim = width // heads
     w = src[f"{DIT}x_embedder.linear.weight"].shape[0]
     data = to_dict(base)
     data["name"] = f"{base.name}-from-cogact"
-    data["vision"].update(
-        image_size=int(n_dino ** 0.5) * patch, patch_size=patch, dinov2_weights=None, siglip_weights=None,
-        dinov2={**data["vision"]["dinov2"], "hidden_size": dino_pos.shape[-1],
-                "num_layers": count_blocks(src, f"{DINO}blocks."),
-                "mlp_size": src[f"{DINO}blocks.0.mlp.fc1.weight"].shape[0]},
-        siglip={**data["vision"]["siglip"], "hidden_size": sig_pos.shape[-1],
-                "num_layers": count_blocks(src, f"{SIGLIP}blocks."),
-                "mlp_size": src[f"{SIGLIP}blocks.0.mlp.fc1.weight"].shape[0]})
+    data["vision"] = fused_vision_fields(src, DINO, SIGLIP, data["vision"])
     data["llm"].update(
         hidden_size=width, vocab_size=vocab, num_layers=count_blocks(src, f"{LLM}layers."), weights=None,
         intermediate_size=src[f"{LLM}layers.0.mlp.gate_proj.weight"].shape[0],
@@ -187,14 +178,6 @@ def convert_state(src: dict[str, torch.Tensor], cfg: ModelConfig, shapes: dict[s
     return conv
 
 
-@dataclass
-class StatsChoice:
-    """Action stats and where they came from (for the log and the checkpoint metadata)."""
-
-    stats: ActionStats
-    source: str
-
-
 def find_stats(src_path: Path, stats_path: str | Path | None, unnorm_key: str | None, action_dim: int
                ) -> StatsChoice | None:
     """CogACT's dataset_statistics.json (given, or next to the run: SRC/.., SRC/../..) -> ActionStats, or None."""
@@ -203,26 +186,7 @@ def find_stats(src_path: Path, stats_path: str | Path | None, unnorm_key: str | 
          if (p / "dataset_statistics.json").is_file()), None)
     if path is None:
         return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read dataset statistics ({exc})") from None
-    if {"q01", "q99", "mask"} <= set(data):  # already our action_stats.json
-        return StatsChoice(ActionStats.from_json(data, str(path)), str(path))
-    if unnorm_key is None:
-        if len(data) != 1:
-            raise CheckpointError(f"{path}: statistics of {len(data)} datasets; pick one with --unnorm-key "
-                                  f"(one of {sorted(data)})")
-        unnorm_key = next(iter(data))
-    if unnorm_key not in data or "action" not in data[unnorm_key]:
-        raise CheckpointError(f"{path}: no action statistics for {unnorm_key!r}; available: {sorted(data)}")
-    action = data[unnorm_key]["action"]
-    q01 = action.get("q01")
-    mask = action.get("mask", [True] * len(q01 or []))
-    stats = ActionStats.from_json({"q01": q01, "q99": action.get("q99"), "mask": mask}, f"{path}[{unnorm_key}]")
-    if stats.q01.shape[0] != action_dim:
-        raise CheckpointError(f"{path}[{unnorm_key}]: {stats.q01.shape[0]} action dims, the DiT predicts {action_dim}")
-    return StatsChoice(stats, f"{path}[{unnorm_key}]")
+    return dataset_action_stats(read_json(path, "dataset statistics"), str(path), unnorm_key, action_dim)
 
 
 def convert_cogact(src_path: str | Path, out: str | Path, base: ModelConfig, *, tokenizer: str | None = None,
@@ -247,11 +211,8 @@ def convert_cogact(src_path: str | Path, out: str | Path, base: ModelConfig, *, 
                                   "stats that leave actions in the model's normalized [-1, 1] units")
         log.warning("no dataset statistics: writing identity stats (actions stay normalized)")
         choice = StatsChoice(ActionStats.identity(cfg.action_head.action_dim), "identity")
-    if conv.gaps and not accept_gaps:
-        raise CheckpointError("conversion refused: every key maps, but our modules cannot yet express "
-                              f"{len(conv.gaps)} things the weights assume (docs/convert.md):\n    - "
-                              + "\n    - ".join(conv.gaps) + "\npass --accept-gaps to write it anyway "
-                              "(a fine-tuning start, not CogACT's behaviour)")
+    if not accept_gaps:
+        conv.refuse_gaps("CogACT")
     meta = {"converted_from": "cogact", "source": str(src_path), "stats": choice.source,
             "fresh": ",".join(sorted({k.split(".")[0] for k in fresh})), "gaps": json.dumps(conv.gaps)}
     path = save_converted(conv, cfg, choice.stats, out, meta)

@@ -1,9 +1,11 @@
 """Key maps from Prismatic's timm ViT featurizers (DINOv2, SigLIP) onto transformers' Dinov2Model /
-SiglipVisionModel, as `model/vision.py` builds them. Used by the CogACT converter (and OpenVLA's, later).
+SiglipVisionModel, as `model/vision.py` builds them. Used by the CogACT and OpenVLA converters.
 
 timm fuses q, k, v into `attn.qkv` (3D, D), rows in q, k, v order; transformers keeps three (D, D) matrices.
 timm's DINOv2 with registers has no position embedding for its class token (`no_embed_class`); transformers'
-Dinov2 adds one, which we set to zero.
+Dinov2 adds one, which we set to zero. Prismatic's training checkpoints name DINOv2's LayerScale `ls{1,2}.gamma`
+(timm); OpenVLA's Hugging Face export renames it `ls{1,2}.scale_factor` (transformers rewrites names holding
+`gamma` on load; openvla `vla-scripts/extern/convert_openvla_weights_to_hf.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import torch
 
 from mole_inference.convert.mapping import Conversion
 from mole_inference.errors import CheckpointError
+
+FEATURE_LAYER_GAP = (
+    "feature layer: Prismatic reads each tower's patch tokens after block n-2 without the final norm; our vision "
+    "tower reads last_hidden_state (all blocks + final LayerNorm)")
 
 
 def count_blocks(src: dict[str, torch.Tensor], prefix: str) -> int:
@@ -66,7 +72,8 @@ def map_dinov2(conv: Conversion, src: dict, s: str, t: str, targets: dict[str, t
         for a, c in (("norm1", "norm1"), ("norm2", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
             _linear(conv, src, f"{b}{a}", f"{o}{c}")
         for a, c in (("ls1", "layer_scale1"), ("ls2", "layer_scale2")):
-            conv.put(f"{o}{c}.lambda1", src[f"{b}{a}.gamma"], f"{b}{a}.gamma")
+            ls = f"{b}{a}.scale_factor" if f"{b}{a}.scale_factor" in src else f"{b}{a}.gamma"
+            conv.put(f"{o}{c}.lambda1", src[ls], ls)
     _linear(conv, src, f"{s}norm", f"{t}layernorm")
     if f"{s}reg_token" in src:
         regs = src[f"{s}reg_token"].shape[1]
@@ -93,3 +100,23 @@ def map_siglip(conv: Conversion, src: dict, s: str, t: str) -> None:
     for k in src:
         if k.startswith((f"{s}attn_pool.", f"{s}fc_norm.", f"{s}head.")):
             conv.ignore(k, "SigLIP pooling head: Prismatic reads patch tokens, never the pooled output")
+
+
+def fused_vision_fields(src: dict[str, torch.Tensor], dino: str, siglip: str, vision: dict) -> dict:
+    """`vision` (our VisionConfig as a dict) with every size read from the two towers' shapes: one patch grid,
+    widths, depths and MLP sizes; head counts and eps stay as given (shapes do not tell them)."""
+    dino_pos, sig_pos = src[f"{dino}pos_embed"], src[f"{siglip}pos_embed"]
+    n_dino, _ = grid_tokens(dino_pos.shape[1], f"{dino}pos_embed")
+    n_sig, _ = grid_tokens(sig_pos.shape[1], f"{siglip}pos_embed")
+    patch = src[f"{dino}patch_embed.proj.weight"].shape[-1]
+    if n_dino != n_sig or src[f"{siglip}patch_embed.proj.weight"].shape[-1] != patch:
+        raise CheckpointError(f"DINOv2 has {n_dino} patches of {patch} px, SigLIP {n_sig}: our fused tower needs "
+                              "one grid")
+    return {**vision, "image_size": math.isqrt(n_dino) * patch, "patch_size": patch, "dinov2_weights": None,
+            "siglip_weights": None,
+            "dinov2": {**vision["dinov2"], "hidden_size": dino_pos.shape[-1],
+                       "num_layers": count_blocks(src, f"{dino}blocks."),
+                       "mlp_size": src[f"{dino}blocks.0.mlp.fc1.weight"].shape[0]},
+            "siglip": {**vision["siglip"], "hidden_size": sig_pos.shape[-1],
+                       "num_layers": count_blocks(src, f"{siglip}blocks."),
+                       "mlp_size": src[f"{siglip}blocks.0.mlp.fc1.weight"].shape[0]}}
