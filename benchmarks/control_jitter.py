@@ -166,11 +166,14 @@ def write_results(rows: list[dict], out: str) -> list[str]:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "control_jitter.json").write_text(json.dumps(rows, indent=1) + "\n")
-    jitter = {f"{r['preset']} ({r['inference']})": r["samples"]["jitter_ms"] for r in rows}
+    def label(r: dict) -> str:  # rows without a mode (idle, or written before the process worker) by preset
+        return f"{r['preset']} ({r['inference']})" if r.get("inference") else r["preset"]
+
+    jitter = {label(r): r["samples"]["jitter_ms"] for r in rows}
     timing = {}
     for r in rows:
-        timing[f"{r['preset']} ({r['inference']}) image to command"] = r["samples"]["latency_ms"]
-        timing[f"{r['preset']} ({r['inference']}) inference"] = r["samples"]["inference_ms"]
+        timing[f"{label(r)} image to command"] = r["samples"]["latency_ms"]
+        timing[f"{label(r)} inference"] = r["samples"]["inference_ms"]
     return [str(folder / "control_jitter.json"),
             str(histogram_png(jitter, folder / "control_jitter.png", "control period jitter |interval - 20 ms|",
                               "jitter (ms)")),

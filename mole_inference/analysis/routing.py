@@ -95,7 +95,7 @@ def layer_cosines(model: MoLeVLA, h: torch.Tensor, key_mask: torch.Tensor, layer
     from mole_inference.model.llm import attention_bias
 
     llm = model.llm
-    bias = attention_bias(key_mask, h.dtype)
+    bias = attention_bias(key_mask, h.dtype, causal=llm.causal)
     rope = llm.rope(h)
     valid = key_mask.to(torch.float32)  # (B, S)
     out = torch.full((h.shape[0], len(llm.layers)), float("nan"))

@@ -8,8 +8,10 @@ from typing import Literal
 from mole_inference.config.base import check, positive
 
 RouterType = Literal["star", "linear", "random", "early_exit", "full", "mod", "dynamic_exit"]
-ActionFamily = Literal["diffusion", "autoregressive"]
-# Routers whose choice is one layer set per sample, which the autoregressive decode reuses for every action token.
+ActionFamily = Literal["diffusion", "autoregressive", "flow"]
+ACTION_FAMILIES = ("diffusion", "autoregressive", "flow")
+# Routers whose choice is one layer set per sample, which the autoregressive decode reuses for every action token
+# and the flow expert pairs with its own layers.
 LAYER_SET_ROUTERS = ("star", "linear", "random", "early_exit", "full")
 
 
@@ -40,9 +42,14 @@ class VisionConfig:
     dinov2_weights: str | None = None  # local HF folder; random init when None
     siglip_weights: str | None = None
     text_film: bool = False  # beyond the paper: image tokens modulated by the instruction (model/film.py)
+    # "dinov2+siglip": Prismatic's fused tower (CogACT, OpenVLA); "siglip": SigLIP alone through one linear
+    # projection, as PaliGemma (pi0); the dinov2 section is then unused.
+    backbones: Literal["dinov2+siglip", "siglip"] = "dinov2+siglip"
 
     def __post_init__(self) -> None:
         positive(self, "image_size", "patch_size")
+        check(self.backbones in ("dinov2+siglip", "siglip"), "backbones", self.backbones,
+              "must be dinov2+siglip or siglip")
         check(self.image_size % self.patch_size == 0, "image_size", self.image_size,
               f"must be a multiple of patch_size={self.patch_size}")
         check(self.dinov2.mlp_size % self.dinov2.hidden_size == 0, "dinov2.mlp_size", self.dinov2.mlp_size,
@@ -119,7 +126,10 @@ class ActionHeadConfig:
     `type: diffusion` (CogACT): a DiT denoises a chunk conditioned on the cognition token (Eq. 6), the fields
     below up to `ddim_clip`. `type: autoregressive` (OpenVLA): the LLM itself decodes `action_dim` tokens per
     control step among the last `num_bins` vocabulary ids (model/action_tokens.py); one action per step, so
-    `chunk_size` must be 1, and the DiT fields are unused.
+    `chunk_size` must be 1, and the DiT fields are unused. `type: flow` (pi0): an action expert, a smaller decoder
+    with one layer per LLM layer (`depth` = llm.num_layers, width `hidden_size`, `num_heads` x `head_dim`, MLP
+    `mlp_ratio` x width), reads each LLM layer's prefix keys/values and is trained with flow matching; a chunk is
+    `flow_steps` Euler steps (model/flow_expert.py, model/flow_matching.py).
     """
 
     type: ActionFamily = "diffusion"  # the default keeps every config written before this field as it was
@@ -139,6 +149,14 @@ class ActionHeadConfig:
     # DDIM clipping of the predicted x_0 to [-1, 1]: at every step (this code's original behaviour, the default so
     # older checkpoints sample as before) or only the final sample, as CogACT samples (clip_denoised=False).
     ddim_clip: Literal["every_step", "final"] = "every_step"
+    # flow (pi0, openpi src/openpi/models/pi0.py): expert attention shapes (None: hidden_size / num_heads and
+    # num_heads), Euler steps from t=1 to t=0, and training times t = Beta(flow_time_alpha, 1) scaled to
+    # [flow_time_min, 1] (openpi: Beta(1.5, 1) * 0.999 + 0.001).
+    head_dim: int | None = None
+    num_kv_heads: int | None = None
+    flow_steps: int = 10
+    flow_time_alpha: float = 1.5
+    flow_time_min: float = 0.001
 
     def __post_init__(self) -> None:
         positive(self, "hidden_size", "depth", "num_heads", "chunk_size", "action_dim", "train_timesteps",
@@ -149,7 +167,14 @@ class ActionHeadConfig:
               f"must be <= train_timesteps={self.train_timesteps}")
         check(self.cfg_scale >= 1.0, "cfg_scale", self.cfg_scale, "must be >= 1 (1 disables guidance)")
         check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", self.cond_dropout, "must be in [0, 1)")
-        check(self.type in ("diffusion", "autoregressive"), "type", self.type, "must be diffusion or autoregressive")
+        check(self.type in ACTION_FAMILIES, "type", self.type, f"must be one of {list(ACTION_FAMILIES)}")
+        positive(self, "flow_steps", "flow_time_alpha")
+        check(0.0 <= self.flow_time_min < 1.0, "flow_time_min", self.flow_time_min, "must be in [0, 1)")
+        if self.head_dim is not None:
+            positive(self, "head_dim")
+        if self.num_kv_heads is not None:
+            check(self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads == 0, "num_kv_heads",
+                  self.num_kv_heads, f"must be > 0 and divide num_heads={self.num_heads}")
         check(self.num_bins >= 2, "num_bins", self.num_bins, "must be >= 2")
         if self.type == "autoregressive":
             check(self.chunk_size == 1, "chunk_size", self.chunk_size,
@@ -261,6 +286,25 @@ class ModelConfig:
             check(self.router.type in LAYER_SET_ROUTERS, "router.type", self.router.type,
                   f"with action_head.type=autoregressive must pick one layer set per step: one of "
                   f"{list(LAYER_SET_ROUTERS)}")
+
+        if self.action_head.type == "flow":
+            self._check_flow()
+
+    def _check_flow(self) -> None:
+        """The expert pairs with the LLM layer by layer and shares its attention over the prefix keys/values."""
+        a, llm = self.action_head, self.llm
+        check(a.depth == llm.num_layers, "action_head.depth", a.depth,
+              f"must equal llm.num_layers={llm.num_layers} with type=flow (expert layer j reads LLM layer j)")
+        llm_head_dim = llm.hidden_size // llm.num_heads
+        check((a.head_dim or a.hidden_size // a.num_heads) == llm_head_dim, "action_head.head_dim", a.head_dim,
+              f"must equal the LLM's head dim {llm_head_dim} with type=flow (the expert's queries read the LLM's "
+              f"keys); set action_head.head_dim")
+        llm_kv = llm.num_kv_heads or llm.num_heads
+        check((a.num_kv_heads or a.num_heads) == llm_kv, "action_head.num_kv_heads", a.num_kv_heads,
+              f"must equal the LLM's key/value heads {llm_kv} with type=flow; set action_head.num_kv_heads")
+        check(self.router.type in LAYER_SET_ROUTERS, "router.type", self.router.type,
+              f"with action_head.type=flow must pick one layer set per step (the expert skips the same layers): "
+              f"one of {list(LAYER_SET_ROUTERS)}")
 
     @property
     def seq_len(self) -> int:

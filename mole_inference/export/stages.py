@@ -35,6 +35,9 @@ _FAMILY_MISSING = {
     "autoregressive": "the stages have no token decoding: it needs a prefill stage that also returns each run "
                       "layer's keys/values, a one-token decode stage per layer taking them, an LM-head stage and "
                       "the greedy loop on the host",
+    "flow": "the stages have no action expert: it needs each run layer's stage to also return its prefix "
+            "keys/values, one expert-layer stage per layer taking them, suffix-embedding and velocity stages and "
+            "the Euler loop on the host",
 }
 
 
@@ -120,7 +123,7 @@ class RouterStage(nn.Module):
         probs = m.route(img, text, text_mask).probs  # (1, K)
         h, key_mask = m.prompt(img, text, text_mask)  # (1, S, D), (1, S)
         cos, sin = m.llm.rope(h)  # (1, S, Dh) each
-        return probs, h, attention_bias(key_mask, h.dtype), cos, sin
+        return probs, h, attention_bias(key_mask, h.dtype, causal=m.llm.causal), cos, sin
 
 
 class LayerStage(nn.Module):

@@ -35,7 +35,8 @@ def run_with_exit(llm: MoLeLLM, h: torch.Tensor, key_mask: torch.Tensor, thresho
 
     Exited samples are left out of later layers' batches, so a single sample never calls the layers after it exits.
     """
-    bias, rope = attention_bias(key_mask, h.dtype), llm.rope(h)  # rope is (1, S, Dh): broadcasts over samples
+    # rope is (1, S, Dh): broadcasts over samples
+    bias, rope = attention_bias(key_mask, h.dtype, causal=llm.causal), llm.rope(h)
     ran = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
     active = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
     prev = llm.norm(h[:, -1])  # (B, D)
@@ -56,7 +57,7 @@ def run_with_exit(llm: MoLeLLM, h: torch.Tensor, key_mask: torch.Tensor, thresho
 @torch.no_grad()
 def cognition_changes(llm: MoLeLLM, h: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
     """Relative change of the cognition feature after each of the K layers, all run: (B, K)."""
-    bias, rope = attention_bias(key_mask, h.dtype), llm.rope(h)
+    bias, rope = attention_bias(key_mask, h.dtype, causal=llm.causal), llm.rope(h)
     prev, changes = llm.norm(h[:, -1]), []
     for j in range(len(llm.layers)):
         h = llm.run_layer(j, h, bias, rope)

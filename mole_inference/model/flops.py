@@ -16,16 +16,30 @@ def llm_layer_flops(cfg: ModelConfig, tokens: int | None = None) -> int:
     """One LLaMA decoder layer over the whole prompt (S tokens), or over `tokens` of them (MoD).
 
     The autoregressive family adds the layer's share of decoding: A - 1 more tokens, one at a time against the
-    cached keys (token j attends to S + j keys); the router picks the layers once for the prompt and them.
+    cached keys (token j attends to S + j keys); the router picks the layers once for the prompt and them. The flow
+    family counts the pair: LLM layer j over the prefix once plus expert layer j at every Euler step (a skipped
+    layer skips both).
     """
     llm, s = cfg.llm, cfg.seq_len if tokens is None else tokens
     d = llm.hidden_size
     d_kv = d // llm.num_heads * (llm.num_kv_heads or llm.num_heads)
     per_token = 2 * (2 * d * d + 2 * d * d_kv) + 2 * 3 * d * llm.intermediate_size
     prompt = s * per_token + 4 * s * s * d
+    if cfg.action_head.type == "flow" and tokens is None:
+        return prompt + cfg.action_head.flow_steps * expert_layer_flops(cfg)
     if cfg.action_head.type != "autoregressive" or tokens is not None:
         return prompt
     return prompt + sum(per_token + 4 * (s + j) * d for j in range(1, cfg.action_head.action_dim))
+
+
+def expert_layer_flops(cfg: ModelConfig) -> int:
+    """One flow-expert layer over the suffix (1 state + C action tokens) against the S prefix keys and its own."""
+    a = cfg.action_head
+    w, n, s = a.hidden_size, a.chunk_size + 1, cfg.seq_len
+    hd = a.head_dim or w // a.num_heads
+    q, kv = a.num_heads * hd, (a.num_kv_heads or a.num_heads) * hd
+    per_token = 2 * (2 * w * q + 2 * w * kv) + 2 * 3 * w * int(w * a.mlp_ratio)
+    return n * per_token + 4 * n * (s + n) * q
 
 
 def stage_flops(cfg: ModelConfig) -> dict[str, int]:
@@ -33,9 +47,12 @@ def stage_flops(cfg: ModelConfig) -> dict[str, int]:
     v, llm, r, a = cfg.vision, cfg.llm, cfg.router, cfg.action_head
     n, t, d, k = v.num_patches, llm.max_text_tokens, llm.hidden_size, llm.num_layers
     patch_dim = 3 * v.patch_size**2
-    fused = v.dinov2.hidden_size + v.siglip.hidden_size
-    vision = (vit_flops(v.dinov2, n + 1, patch_dim) + vit_flops(v.siglip, n, patch_dim)
-              + 2 * n * (fused * 4 * fused + 4 * fused * d + d * d))
+    if v.backbones == "siglip":  # PaliGemma: SigLIP and one linear projection
+        vision = vit_flops(v.siglip, n, patch_dim) + 2 * n * v.siglip.hidden_size * d
+    else:
+        fused = v.dinov2.hidden_size + v.siglip.hidden_size
+        vision = (vit_flops(v.dinov2, n + 1, patch_dim) + vit_flops(v.siglip, n, patch_dim)
+                  + 2 * n * (fused * 4 * fused + 4 * fused * d + d * d))
     if r.type == "star":
         d1 = r.proj_dim
         enc = r.encoder_layers * (2 * t * (4 * d1 * d1 + 2 * d1 * r.encoder_ffn) + 4 * t * t * d1)
@@ -52,6 +69,9 @@ def stage_flops(cfg: ModelConfig) -> dict[str, int]:
         router = 0
     if a.type == "autoregressive":  # the greedy pick reads the LM head's num_bins action rows, once per token
         head = a.action_dim * 2 * d * a.num_bins
+    elif a.type == "flow":  # per Euler step: suffix embedding, action-time MLP, velocity read-out (layers: llm_layer)
+        w, c = a.hidden_size, a.chunk_size
+        head = a.flow_steps * (2 * a.action_dim * w + 2 * c * (a.action_dim * w + 3 * w * w + w * a.action_dim))
     else:
         w, c = a.hidden_size, a.chunk_size + 1
         block = 2 * c * 4 * w * w + 4 * c * c * w + 4 * c * w * int(w * a.mlp_ratio)

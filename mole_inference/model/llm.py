@@ -3,7 +3,8 @@
 Prompt layout (fixed length, so exported shapes are static): [image tokens | instruction padded to
 `max_text_tokens` | cognition token]. Padding tokens are masked as keys; one prefill per control step, never a
 KV cache across steps. Within one step the autoregressive family decodes its action tokens after the prompt with a
-`LayerCache`: keys and values of the layers that ran, so a skipped layer holds nothing.
+`LayerCache`: keys and values of the layers that ran, so a skipped layer holds nothing. The flow family reads the
+same cache from its action expert and builds the LLM with `causal=False`: pi0's prefix attends bidirectionally.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ def hf_llama_config(cfg: LLMConfig):
     return hf
 
 
-def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype, past: int = 0) -> torch.Tensor:
+def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype, past: int = 0, causal: bool = True) -> torch.Tensor:
     """Additive causal mask (B, 1, S - past, S) from a key padding mask (B, S) bool; finfo.min, never -inf.
 
     The queries are the last S - past positions (`past` > 0: decoding after cached keys). ONNX Runtime returns
-    NaN for rows whose every key is -inf; finfo.min keeps them finite.
+    NaN for rows whose every key is -inf; finfo.min keeps them finite. `causal=False`: every query sees every
+    valid key (pi0's bidirectional prefix).
     """
     s = key_mask.shape[1]
-    causal = torch.ones((s, s), dtype=torch.bool, device=key_mask.device).tril()[past:]
-    allowed = causal.unsqueeze(0) & key_mask.unsqueeze(1)  # (B, S - past, S)
+    order = torch.ones((s, s), dtype=torch.bool, device=key_mask.device)
+    order = (order.tril() if causal else order)[past:]
+    allowed = order.unsqueeze(0) & key_mask.unsqueeze(1)  # (B, S - past, S)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=key_mask.device)
     return bias.masked_fill(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
@@ -70,7 +73,7 @@ class LayerCache:
         return sorted(self.kv)
 
 
-def _cache_kwarg() -> str:
+def cache_kwarg() -> str:
     """Name of the decoder layer's cache argument (`cache` in newer transformers, `past_key_values` before)."""
     import inspect
 
@@ -85,9 +88,10 @@ class MoLeLLM(nn.Module):
     `forward(h, key_mask, layers=...)`: inference; unlisted layers are never called.
     `forward(h, key_mask, gate=...)`: training; every layer runs and mixes as Eq. 7 so the gate gets
     gradients (straight-through top-k values are exactly 0/1 in the forward pass).
+    `causal=False` (the flow family): the prompt attends bidirectionally, as PaliGemma's prefix does.
     """
 
-    def __init__(self, cfg: LLMConfig) -> None:
+    def __init__(self, cfg: LLMConfig, causal: bool = True) -> None:
         super().__init__()
         from transformers.models.llama.modeling_llama import (
             LlamaDecoderLayer,
@@ -95,7 +99,7 @@ class MoLeLLM(nn.Module):
             LlamaRotaryEmbedding,
         )
 
-        self.cfg = cfg
+        self.cfg, self.causal = cfg, causal
         hf = hf_llama_config(cfg)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(hf, layer_idx=i) for i in range(cfg.num_layers))
@@ -127,7 +131,7 @@ class MoLeLLM(nn.Module):
         """One decoder layer over a subset of the prompt (Mixture-of-Depths): tokens h (B, c, D) taken at
         ascending `positions` (B, c) of the prompt, their key mask (B, c). They attend causally among themselves
         only and keep their rotary positions. Returns (B, c, D)."""
-        bias = attention_bias(key_mask, h.dtype)  # ascending positions: causal order = index order
+        bias = attention_bias(key_mask, h.dtype, causal=self.causal)  # ascending positions: causal order = index
         rope = self.rotary_emb(h, position_ids=positions)
         return self.layers[idx](h, attention_mask=bias, position_embeddings=rope)
 
@@ -135,25 +139,21 @@ class MoLeLLM(nn.Module):
                 gate: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
         """Hidden states after the final norm (B, n, D); see the class docstring for `layers` / `gate`.
 
-        With `cache` (inference only) `h` holds the n newest tokens, `key_mask` (B, P + n) every key so far; the
-        layers that run read the cached P positions and append these n.
+        With `cache`, `h` holds the n newest tokens, `key_mask` (B, P + n) every key so far; the layers that run
+        read the cached P positions and append these n. A gated (training) pass may record into an empty cache
+        (the flow expert reads every layer's keys/values from it), never read from one.
         """
-        if cache is not None:
-            if gate is not None:
-                raise ValueError("cache is for inference: pass layers=, not gate=")
-            past = key_mask.shape[1] - h.shape[1]
-            bias, rope = attention_bias(key_mask, h.dtype, past), self.rope(h, past)
-            kwargs = {_cache_kwarg(): cache}
-            for i in range(len(self.layers)) if layers is None else sorted(layers):
-                h = self.layers[i](h, attention_mask=bias, position_embeddings=rope, **kwargs)
-            return self.norm(h)
-        bias = attention_bias(key_mask, h.dtype)
-        rope = self.rope(h)
+        past = key_mask.shape[1] - h.shape[1]
+        if gate is not None and past:
+            raise ValueError("a gated (training) pass takes the whole sequence: pass layers= to decode after a cache")
+        bias, rope = attention_bias(key_mask, h.dtype, past, self.causal), self.rope(h, past)
+        kwargs = {cache_kwarg(): cache} if cache is not None else {}
         if gate is not None:
             for i in range(len(self.layers)):
                 g = gate[:, i].view(-1, 1, 1).to(h.dtype)
-                h = g * self.run_layer(i, h, bias, rope) + (1.0 - g) * h  # Eq. 7
+                out = self.layers[i](h, attention_mask=bias, position_embeddings=rope, **kwargs)
+                h = g * out + (1.0 - g) * h  # Eq. 7
         else:
             for i in range(len(self.layers)) if layers is None else sorted(layers):
-                h = self.run_layer(i, h, bias, rope)
+                h = self.layers[i](h, attention_mask=bias, position_embeddings=rope, **kwargs)
         return self.norm(h)

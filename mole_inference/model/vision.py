@@ -41,26 +41,34 @@ def _siglip(enc: EncoderConfig, cfg: VisionConfig, weights: str | None) -> nn.Mo
 
 
 class FusedVisionEncoder(nn.Module):
-    """Image (B, 3, H, W) float in [0, 1] -> image tokens (B, N_patches, D_llm)."""
+    """Image (B, 3, H, W) float in [0, 1] -> image tokens (B, N_patches, D_llm).
+
+    `cfg.backbones == "siglip"` (PaliGemma, pi0): SigLIP alone and one linear projection, no DINOv2.
+    """
 
     def __init__(self, cfg: VisionConfig, llm_width: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.dinov2 = _dinov2(cfg.dinov2, cfg, cfg.dinov2_weights)
+        self.siglip_only = cfg.backbones == "siglip"
+        self.dinov2 = None if self.siglip_only else _dinov2(cfg.dinov2, cfg, cfg.dinov2_weights)
         self.siglip = _siglip(cfg.siglip, cfg, cfg.siglip_weights)
-        fused = cfg.dinov2.hidden_size + cfg.siglip.hidden_size
-        # Prismatic's fused-backbone projector: fc -> GELU -> fc -> GELU -> fc.
-        self.projector = nn.Sequential(
-            nn.Linear(fused, 4 * fused), nn.GELU(), nn.Linear(4 * fused, llm_width), nn.GELU(),
-            nn.Linear(llm_width, llm_width),
-        )
+        if self.siglip_only:  # PaliGemma's multi-modal projector: one linear layer with bias
+            self.projector = nn.Linear(cfg.siglip.hidden_size, llm_width)
+        else:  # Prismatic's fused-backbone projector: fc -> GELU -> fc -> GELU -> fc.
+            fused = cfg.dinov2.hidden_size + cfg.siglip.hidden_size
+            self.projector = nn.Sequential(
+                nn.Linear(fused, 4 * fused), nn.GELU(), nn.Linear(4 * fused, llm_width), nn.GELU(),
+                nn.Linear(llm_width, llm_width),
+            )
         self.register_buffer("dino_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("dino_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Each backbone sees its own normalization; patch features are concatenated channel-wise."""
-        dino_in = (pixels - self.dino_mean) / self.dino_std
         sig_in = (pixels - 0.5) / 0.5
+        if self.dinov2 is None:
+            return self.projector(self.siglip(pixel_values=sig_in).last_hidden_state)  # (B, N, D)
+        dino_in = (pixels - self.dino_mean) / self.dino_std
         dino = self.dinov2(pixel_values=dino_in).last_hidden_state[:, 1:]  # (B, N, Dd): drop CLS
         sig = self.siglip(pixel_values=sig_in).last_hidden_state  # (B, N, Ds)
         return self.projector(torch.cat([dino, sig], dim=-1))  # (B, N, D)

@@ -1,9 +1,11 @@
 """MoLe-VLA: vision -> router -> selected LLM layers -> cognition token -> action head of the family.
 
-`action_head.type` picks the family (paper Table 1): `diffusion` (CogACT: the cognition token conditions a DiT)
-or `autoregressive` (OpenVLA: the selected layers go on to decode the action tokens, with a KV cache of those
-layers only; the router runs once per control step, on the prompt). Each stage is a method with fixed shapes so
-runtimes can time it and exporters can trace it alone.
+`action_head.type` picks the family (paper Table 1): `diffusion` (CogACT: the cognition token conditions a DiT),
+`autoregressive` (OpenVLA: the selected layers go on to decode the action tokens, with a KV cache of those
+layers only; the router runs once per control step, on the prompt) or `flow` (pi0: the prompt is a bidirectional
+prefix whose run layers' keys/values an action expert reads, layer j from layer j, at every Euler step; skipped
+layers are skipped in both, model/flow_expert.py). Each stage is a method with fixed shapes so runtimes can time it
+and exporters can trace it alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from mole_inference.model.action_head import DiTActionHead
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.dynamic_exit import run_with_exit
 from mole_inference.model.film import TextFiLM
+from mole_inference.model.flow_expert import FlowExpert, PrefixKV
+from mole_inference.model.flow_matching import euler_sample
 from mole_inference.model.llm import LayerCache, MoLeLLM
 from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
@@ -34,15 +38,18 @@ class MoLeVLA(nn.Module):
         self.cfg = cfg
         d = cfg.llm.hidden_size
         self.vision = FusedVisionEncoder(cfg.vision, d)
-        self.llm = MoLeLLM(cfg.llm)
+        self.llm = MoLeLLM(cfg.llm, causal=cfg.action_head.type != "flow")  # pi0's prefix is bidirectional
         self.router = build_router(cfg.router, cfg.llm.num_layers, d)
         self.text_film = TextFiLM(d) if cfg.vision.text_film else None  # beyond the paper, off by default
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.cognition_token, std=0.02)
-        self.action_head: DiTActionHead | TokenActionHead
+        self.action_head: DiTActionHead | TokenActionHead | FlowExpert
         self.scheduler: DDIMScheduler | None
         if cfg.action_head.type == "autoregressive":
             self.action_head = TokenActionHead(cfg.action_head, d, cfg.llm.vocab_size)
+            self.scheduler = None
+        elif cfg.action_head.type == "flow":
+            self.action_head = FlowExpert(cfg.action_head, cfg.llm)
             self.scheduler = None
         else:
             self.action_head = DiTActionHead(cfg.action_head, d)
@@ -55,7 +62,7 @@ class MoLeVLA(nn.Module):
 
     @property
     def family(self) -> str:
-        """The action head family: "diffusion" or "autoregressive"."""
+        """The action head family: "diffusion", "autoregressive" or "flow"."""
         return self.cfg.action_head.type
 
     # --- stages -----------------------------------------------------------------------------------------
@@ -91,9 +98,9 @@ class MoLeVLA(nn.Module):
         return [torch.nonzero(row).flatten().tolist() for row in mask]
 
     def hidden_states(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int] | None = None,
-                      gate: torch.Tensor | None = None) -> torch.Tensor:
+                      gate: torch.Tensor | None = None, cache: LayerCache | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, S, D); the cognition feature is the last token."""
-        return self.llm(h, key_mask, layers=layers, gate=gate)
+        return self.llm(h, key_mask, layers=layers, gate=gate, cache=cache)
 
     def run_layers(self, h: torch.Tensor, key_mask: torch.Tensor, chosen: list[list[int]], routed: bool = True
                    ) -> tuple[torch.Tensor, list[list[int]]]:
@@ -156,6 +163,21 @@ class MoLeVLA(nn.Module):
                 hidden = self.llm(h, key_mask, layers=layers)[:, -1]
         return head.tokenizer.decode(torch.stack(ids, dim=1)).unsqueeze(1)  # (B, 1, A)
 
+    def prefill(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int]
+                ) -> tuple[torch.Tensor, LayerCache]:
+        """Flow family: the prefix (B, S, D) through `layers` once -> cognition features (B, D) and the cache of
+        those layers' keys/values (skipped layers: no entry), which every Euler step of the step reads."""
+        cache = LayerCache()
+        return self.llm(h, key_mask, layers=layers, cache=cache)[:, -1], cache
+
+    def sample_flow(self, cache: LayerCache, key_mask: torch.Tensor, layers: Sequence[int], noise: torch.Tensor
+                    ) -> torch.Tensor:
+        """Flow family: `flow_steps` Euler steps from `noise` (B, C, A) at t=1 to the normalized chunk at t=0; expert
+        layer j runs for each run LLM layer j, reading its cached prefix (model/flow_matching.py)."""
+        kv = PrefixKV(cache)
+        return euler_sample(lambda x, t: self.action_head(x, t, kv, key_mask, layers=layers), noise,
+                            self.cfg.action_head.flow_steps)
+
     # --- whole passes --------------------------------------------------------------------------------------
     def cognition(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
                   layers: Sequence[int] | None = None) -> tuple[torch.Tensor, RouterOutput, list[list[int]]]:
@@ -171,7 +193,7 @@ class MoLeVLA(nn.Module):
         return cog, out, chosen
 
     def forward_train(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
-                      full: bool = False, suffix: torch.Tensor | None = None
+                      full: bool = False, suffix: torch.Tensor | None = None, cache: LayerCache | None = None
                       ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
         """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
 
@@ -179,6 +201,7 @@ class MoLeVLA(nn.Module):
         on its top-c tokens (the gate is all ones); dynamic_exit trains every layer (it exits at inference only).
         `suffix` (B, n) token ids appended after the prompt (teacher forcing of the autoregressive family): the
         hidden states are then (B, S + n, D), the first S those of the prompt alone (causal attention).
+        `cache` (flow family, routed pass): an empty LayerCache that records every layer's prefix keys/values.
         """
         img, text = self.encode_image(pixels), self.embed_text(ids)
         out = self.route(img, text, text_mask)  # routed on the prompt only
@@ -192,4 +215,4 @@ class MoLeVLA(nn.Module):
             hidden = mod_forward(self.llm, self.router, h, key_mask, self.cfg.router.mod_capacity, train=True)
             return hidden, out, torch.ones_like(out.probs)
         gate = straight_through_gate(out.probs, self.router.k)
-        return self.hidden_states(h, key_mask, gate=gate), out, gate
+        return self.hidden_states(h, key_mask, gate=gate, cache=cache), out, gate

@@ -105,7 +105,9 @@ class TorchPolicy(StagedPolicy):
         """Staged forward pass: normalized actions (C, A), routing, per-stage ms.
 
         `layers` overrides the router (None: the router's top-k; `range(K)`: the full model). The autoregressive
-        family ignores `noise` (greedy decoding) and times prompt and token decoding together as `llm`.
+        family ignores `noise` (greedy decoding) and times prompt and token decoding together as `llm`. The flow
+        family times the prefill as `llm` and the Euler steps (expert layers paired with the run layers) as
+        `action_head`.
         """
         m, timer = self.model, StageTimer(self.device)
         with timer("vision"):
@@ -119,6 +121,13 @@ class TorchPolicy(StagedPolicy):
                 h, key_mask = m.prompt(img, text, mask)
                 actions = m.decode_actions(h, key_mask, chosen)
             timer.ms["action_head"] = 0.0
+        elif m.family == "flow":  # one prefill per step; every Euler step reads its cache
+            with timer("llm"):
+                h, key_mask = m.prompt(img, text, mask)
+                _, cache = m.prefill(h, key_mask, chosen)
+            with timer("action_head"):
+                x = torch.from_numpy(noise).to(self.device, self.dtype)
+                actions = m.sample_flow(cache, key_mask, chosen, x)
         else:
             with timer("llm"):  # mod and dynamic_exit act inside the chosen layers; a forced set runs as given
                 h, key_mask = m.prompt(img, text, mask)

@@ -13,6 +13,9 @@ import torch
 from torch import nn
 
 from mole_inference.config.model import ModelConfig
+from mole_inference.model.flow_expert import PrefixKV
+from mole_inference.model.flow_matching import noisy_actions, sample_time, velocity_target
+from mole_inference.model.llm import LayerCache
 from mole_inference.model.routers import RouterOutput
 from mole_inference.model.vla import MoLeVLA
 from mole_inference.training.losses import (
@@ -36,10 +39,17 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 def draw_diffusion(batch: int, cfg: ModelConfig, generator: torch.Generator, device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Noise (B*R, C, A), steps (B*R,) and CFG drop flags (B*R,) for B samples repeated R times."""
+    """Noise (B*R, C, A), steps (B*R,) and CFG drop flags (B*R,) for B samples repeated R times.
+
+    The flow family draws float flow times in [flow_time_min, 1] instead of integer steps (model/flow_matching.py)
+    and never drops the condition (pi0 has no classifier-free guidance).
+    """
     head, r = cfg.action_head, cfg.training.diffusion_repeats
     n = batch * r
     noise = torch.randn((n, head.chunk_size, head.action_dim), generator=generator)
+    if head.type == "flow":
+        t = sample_time(n, generator, head.flow_time_alpha, head.flow_time_min)
+        return noise.to(device), t.to(device), torch.zeros((n,), dtype=torch.bool, device=device)
     t = torch.randint(0, head.train_timesteps, (n,), generator=generator)
     drop = torch.rand((n,), generator=generator) < head.cond_dropout
     return noise.to(device), t.to(device), drop.to(device)
@@ -104,6 +114,26 @@ class MoLeObjective(nn.Module):
         mask = action_mask[:, 0] if action_mask is not None else None
         return hidden[:, :s], router, gate, model.action_head.loss(hidden[:, s - 1 :], a, mask)
 
+    def flow_task(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
+                  noise: torch.Tensor, times: torch.Tensor, action_mask: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
+        """The flow family's task loss: MSE between the expert's velocity and u = noise - actions at
+        x_t = t * noise + (1 - t) * actions (pi0), each sample's prefix read by `diffusion_repeats` flow draws.
+
+        One gated pass of the prefix records every layer's keys/values; the expert's layer j reads layer j's under
+        the same gate (a skipped pair is skipped in both). Returns the prefix hidden states (B, S, D), router
+        output, gate and the loss.
+        """
+        model, r = self.student, self.cfg.training.diffusion_repeats
+        cache = LayerCache()
+        hidden, router, gate = model.forward_train(pixels, ids, text_mask, cache=cache)  # (B, S, D)
+        a = actions.repeat_interleave(r, dim=0)  # (B*R, C, A)
+        valid = key_mask(hidden, text_mask).repeat_interleave(r, dim=0)  # (B*R, S)
+        v = model.action_head(noisy_actions(a, noise, times), times, PrefixKV(cache, r), valid,
+                              gate=gate.repeat_interleave(r, dim=0))  # (B*R, C, A)
+        mask = action_mask.repeat_interleave(r, dim=0) if action_mask is not None else None  # (B*R, C)
+        return hidden, router, gate, task_loss(v, velocity_target(a, noise), mask)
+
     @property
     def uses_teacher(self) -> bool:
         """Whether the loss needs the teacher's hidden states."""
@@ -122,6 +152,9 @@ class MoLeObjective(nn.Module):
         model = self.student
         if model.family == "autoregressive":
             hidden, router, gate, task = self.token_task(pixels, ids, text_mask, actions, action_mask)
+        elif model.family == "flow":
+            hidden, router, gate, task = self.flow_task(pixels, ids, text_mask, actions, noise, timesteps,
+                                                        action_mask)
         else:
             hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
             task = self.diffusion_task(hidden[:, -1], actions, noise, timesteps, drop, action_mask)
