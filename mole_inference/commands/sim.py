@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
     e.add_argument("--replan", type=int, default=1, help="steps executed from each chunk before re-inferring")
     e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
+    e.add_argument("--sticky-gripper", type=float, default=0.0, metavar="S",
+                   help="keep each policy gripper switch for S seconds before accepting another (0: off)")
     e.add_argument("--max-seconds", type=float, help="episode limit override (default: each task's own)")
     e.add_argument("--video-episodes", type=int, default=1, help="episodes per task drawn in the strip")
     e.add_argument("--start-offset", type=float, default=0.0,
@@ -230,8 +232,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from mole_inference.sim.strip import save_strip
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
-                     ensemble=args.ensemble, max_seconds=args.max_seconds, video_episodes=args.video_episodes,
-                     start_offset=args.start_offset, start_yaw=args.start_yaw)
+                     ensemble=args.ensemble, sticky_gripper=args.sticky_gripper, max_seconds=args.max_seconds,
+                     video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw)
     if args.threads:
         import torch
 

@@ -63,6 +63,10 @@ class SafetyConfig:
     gripper_binarize: bool = True
     gripper_close_below: float = 0.4
     gripper_open_above: float = 0.6
+    # "sticky gripper" (as SimplerEnv evaluates RT-1/Octo): after the policy switches the binarized gripper, it
+    # keeps that state for this many ticks before another policy switch is accepted, so a chunk boundary that
+    # flickers cannot drop a grasped object mid-lift. Teleop switches always pass at once. 0: off.
+    gripper_min_hold_ticks: int = 0
 
     def __post_init__(self) -> None:
         positive(self, "max_step_translation", "max_step_rotation", "max_target_distance", "max_target_angle")
@@ -76,6 +80,7 @@ class SafetyConfig:
         check(all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)),
               "workspace_max", self.workspace_max,
               f"must be > workspace_min={self.workspace_min} on every axis")
+        check(self.gripper_min_hold_ticks >= 0, "gripper_min_hold_ticks", self.gripper_min_hold_ticks, "must be >= 0")
         check(0.0 <= self.gripper_close_below <= self.gripper_open_above <= 1.0, "gripper_close_below",
               self.gripper_close_below, f"must be in [0, gripper_open_above={self.gripper_open_above}] (<= 1)")
 

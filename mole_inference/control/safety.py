@@ -71,6 +71,9 @@ class SafetyFlag(enum.Flag):
     INVALID_POSE = enum.auto()  # measured pose unusable: held at the last valid one
 
 
+NEVER = 2**62  # a gripper age meaning "no switch yet"
+
+
 class Source(str, enum.Enum):
     """Where a command came from (published with every command)."""
 
@@ -128,6 +131,7 @@ class SafetyEnvelope:
         self._last_target: Pose | None = None  # reference when integrate_from == "target"
         self._latched: Pose | None = None  # the hold target while holding; None when not holding
         self._gripper: float | None = None
+        self._gripper_age = NEVER  # ticks since the gripper command last changed (sticky gripper)
 
     @property
     def last_gripper(self) -> float | None:
@@ -145,6 +149,7 @@ class SafetyEnvelope:
         self._last_target = None
         self._latched = None
         self._gripper = None
+        self._gripper_age = NEVER
 
     def relatch_hold(self) -> None:
         """Drop the hold latch: the next hold latches the measured pose of that moment (explicit events only)."""
@@ -156,6 +161,7 @@ class SafetyEnvelope:
         if self._latched is None:
             self._latched, flags = self._latch(measured, flags)
         latched = self._latched
+        self._gripper_age += 1
         self._last_target = latched  # integration resumes from the pose the arm was held at
         gripper = self._gripper
         delta = np.zeros(7)
@@ -233,6 +239,11 @@ class SafetyEnvelope:
                 gripper = 0.0 if gripper < cfg.gripper_close_below else 1.0
             else:
                 gripper = 1.0 if gripper > cfg.gripper_open_above else 0.0
+            sticky = source == Source.POLICY and self._gripper_age < cfg.gripper_min_hold_ticks
+            if self._gripper is not None and gripper != self._gripper and sticky:
+                gripper = self._gripper  # too soon after the last switch: keep it (see SafetyConfig)
+        switched = self._gripper is not None and gripper != self._gripper
+        self._gripper_age = 0 if switched else self._gripper_age + 1
 
         applied = np.empty(7)
         applied[:3] = position - ref.position

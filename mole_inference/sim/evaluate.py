@@ -47,6 +47,7 @@ class EvalConfig:
     video_episodes: int = 1  # first episodes per task whose wrist frames are kept for the strip
     start_offset: float = 0.0  # m, random start TCP around home (SimConfig); the demos' value replays their starts
     start_yaw: float = 0.0  # rad, random start yaw (SimConfig)
+    sticky_gripper: float = 0.0  # s a policy gripper switch is kept before the next (SafetyConfig); 0: off
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -58,6 +59,7 @@ class EvalConfig:
         check(self.replan >= 1, "replan", self.replan, "must be >= 1 (steps executed per chunk)")
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", self.max_seconds, "must be > 0")
         check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
+        check(self.sticky_gripper >= 0, "sticky_gripper", self.sticky_gripper, "must be >= 0 s")
 
 
 @dataclass
@@ -126,6 +128,7 @@ class EvalReport:
             "seed": self.config.seed, "tasks": list(self.config.tasks), "episodes_per_task": self.config.episodes,
             "replan": self.config.replan, "ensemble": self.config.ensemble, "action_dt": self.action_dt,
             "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
+            "sticky_gripper": self.config.sticky_gripper,
             "max_seconds": self.config.max_seconds,
             "success_rate": float(np.mean(successes)) if successes else 0.0,
             "ci95": list(wilson_interval(sum(successes), len(successes))),
@@ -152,7 +155,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
-def safety_envelope(action_dt: float) -> Any:
+def safety_envelope(action_dt: float, sticky_gripper: float = 0.0) -> Any:
     """The robot's SafetyEnvelope with per-tick limits scaled from the robot's 50 Hz defaults to `action_dt`.
 
     Deltas integrate onto the previous target (leashed to the measured pose), as on the robot and as the
@@ -164,7 +167,8 @@ def safety_envelope(action_dt: float) -> Any:
     step, rot = MAX_SPEED * action_dt, min(MAX_ANGULAR_SPEED * action_dt, 3.0)
     return SafetyEnvelope(SafetyConfig(max_step_translation=step, max_step_rotation=rot,
                                        max_target_distance=max(0.03, 1.5 * step),
-                                       max_target_angle=min(max(0.2, 1.5 * rot), 3.0), integrate_from="target"))
+                                       max_target_angle=min(max(0.2, 1.5 * rot), 3.0), integrate_from="target",
+                                       gripper_min_hold_ticks=round(sticky_gripper / action_dt)))
 
 
 def command_to_env_delta(env: Any, command: Any, gripper: float) -> np.ndarray:
@@ -191,7 +195,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     seed = config.seed + episode
     noise_rng = np.random.default_rng([config.seed, task_index, episode])
     scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / dt, action_dt=dt, ensemble=config.ensemble))
-    envelope = safety_envelope(dt)
+    envelope = safety_envelope(dt, config.sticky_gripper)
     policy.reset()
     obs = env.reset(seed, render=True)
     frames = [obs["wrist_rgb"]] if keep_frames else []

@@ -162,6 +162,21 @@ def test_gripper_binarized_with_hysteresis():
     assert e.apply(pose(), delta(gripper=0.45), Source.POLICY).gripper == 0.0
 
 
+def test_sticky_gripper_keeps_a_policy_switch_for_min_hold_ticks_but_never_delays_teleop():
+    e = env(gripper_min_hold_ticks=3)
+    sent = [e.apply(pose(), delta(gripper=g), Source.POLICY).gripper for g in (0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0)]
+    # the first command is not a switch; the open at tick 1 is kept 3 ticks (the closes at ticks 2-3 are ignored),
+    # the close at tick 6 passes
+    assert sent == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    e2 = env(gripper_min_hold_ticks=3)
+    e2.apply(pose(), delta(gripper=1.0), Source.POLICY)
+    assert e2.apply(pose(), delta(gripper=0.0), Source.POLICY).gripper == 0.0  # closes: a switch
+    e2.hold(pose(), "test")
+    assert e2.apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 0.0  # 2 ticks after: kept closed
+    assert e2.apply(pose(), delta(gripper=1.0), Source.TELEOP).gripper == 1.0  # the operator: at once
+    assert env().apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 1.0  # off by default
+
+
 def test_invalid_measured_pose():
     with pytest.raises(InputError):
         env().apply(pose(x=math.nan), delta(), Source.POLICY)
