@@ -19,6 +19,7 @@ from mole_inference.convert.mapping import UnmatchedKeysError
 from mole_inference.errors import CheckpointError
 from mole_inference.model.action_head import DiTActionHead
 from mole_inference.model.checkpoint import load_checkpoint
+from tests.convert.conftest import vit_blocks, vit_stem
 
 # Tiny source: DINOv2 (4 registers, no class position) and SigLIP at 28 px / patch 14 (2x2 grid), LLaMA with the
 # tiny preset's head count, DiT width 32 whose timestep MLP reads 16 frequencies (CogACT: 256 into 768).
@@ -28,26 +29,12 @@ BASE = preset("tiny")
 
 
 def vit(prefix: str, d: int, blocks: int, dino: bool) -> dict[str, torch.Tensor]:
-    """timm ViT keys as Prismatic's featurizers hold them."""
-    sd = {f"{prefix}pos_embed": torch.randn(1, 4, d), f"{prefix}patch_embed.proj.weight": torch.randn(d, 3, 14, 14),
-          f"{prefix}patch_embed.proj.bias": torch.randn(d), f"{prefix}norm.weight": torch.randn(d),
-          f"{prefix}norm.bias": torch.randn(d)}
-    if dino:
-        sd |= {f"{prefix}cls_token": torch.randn(1, 1, d), f"{prefix}reg_token": torch.randn(1, 4, d)}
-    else:
+    """timm ViT keys as Prismatic's featurizers hold them (DINOv2's LayerScale `gamma`, part of SigLIP's pool)."""
+    sd = vit_stem(prefix, d, dino)
+    if not dino:
         sd |= {f"{prefix}attn_pool.latent": torch.randn(1, 1, d), f"{prefix}attn_pool.q.weight": torch.randn(d, d),
                f"{prefix}attn_pool.kv.weight": torch.randn(2 * d, d), f"{prefix}attn_pool.norm.weight": torch.ones(d)}
-    for i in range(blocks):
-        b = f"{prefix}blocks.{i}."
-        sd |= {f"{b}norm1.weight": torch.randn(d), f"{b}norm1.bias": torch.randn(d),
-               f"{b}attn.qkv.weight": torch.randn(3 * d, d), f"{b}attn.qkv.bias": torch.randn(3 * d),
-               f"{b}attn.proj.weight": torch.randn(d, d), f"{b}attn.proj.bias": torch.randn(d),
-               f"{b}norm2.weight": torch.randn(d), f"{b}norm2.bias": torch.randn(d),
-               f"{b}mlp.fc1.weight": torch.randn(4 * d, d), f"{b}mlp.fc1.bias": torch.randn(4 * d),
-               f"{b}mlp.fc2.weight": torch.randn(d, 4 * d), f"{b}mlp.fc2.bias": torch.randn(d)}
-        if dino:
-            sd |= {f"{b}ls1.gamma": torch.randn(d), f"{b}ls2.gamma": torch.randn(d)}
-    return sd
+    return sd | vit_blocks(prefix, d, blocks, "gamma" if dino else None)
 
 
 def llama_source():

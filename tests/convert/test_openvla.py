@@ -20,6 +20,7 @@ from mole_inference.convert.mapping import Conversion, UnmatchedKeysError, read_
 from mole_inference.convert.openvla import convert_openvla, infer_config, llama_config, read_source
 from mole_inference.errors import CheckpointError
 from mole_inference.model.checkpoint import load_checkpoint
+from tests.convert.conftest import vit_blocks, vit_stem
 
 D_DINO, D_SIG, D_LLM, FFN, LAYERS, HEADS, KV_HEADS = 16, 24, 128, 344, 3, 4, 2
 VOCAB, PAD = 1024, 64  # real ids, OpenVLA's pad_to_multiple_of
@@ -34,13 +35,10 @@ STATS = {"bridge_orig": {"action": {"q01": [-0.1] * 6 + [0.0], "q99": [0.2] * 6 
 
 
 def vit(prefix: str, d: int, blocks: int, dino: bool) -> dict[str, torch.Tensor]:
-    """timm ViT keys as OpenVLA's HF export holds them, at a 28 px image (2x2 patches of 14 px)."""
-    sd = {f"{prefix}pos_embed": torch.randn(1, 4, d), f"{prefix}patch_embed.proj.weight": torch.randn(d, 3, 14, 14),
-          f"{prefix}patch_embed.proj.bias": torch.randn(d), f"{prefix}norm.weight": torch.randn(d),
-          f"{prefix}norm.bias": torch.randn(d)}
-    if dino:  # vit_large_patch14_reg4_dinov2: class + 4 register tokens, no class position (no_embed_class)
-        sd |= {f"{prefix}cls_token": torch.randn(1, 1, d), f"{prefix}reg_token": torch.randn(1, 4, d)}
-    else:  # vit_so400m_patch14_siglip_224: no class token, attention-pool ("map") head
+    """timm ViT keys as OpenVLA's HF export holds them: DINOv2's LayerScale renamed `scale_factor`, SigLIP's
+    attention-pool ("map") head in full (vit_so400m_patch14_siglip_224)."""
+    sd = vit_stem(prefix, d, dino)
+    if not dino:
         sd |= {f"{prefix}attn_pool.latent": torch.randn(1, 1, d), f"{prefix}attn_pool.q.weight": torch.randn(d, d),
                f"{prefix}attn_pool.q.bias": torch.randn(d), f"{prefix}attn_pool.kv.weight": torch.randn(2 * d, d),
                f"{prefix}attn_pool.kv.bias": torch.randn(2 * d), f"{prefix}attn_pool.proj.weight": torch.randn(d, d),
@@ -50,17 +48,7 @@ def vit(prefix: str, d: int, blocks: int, dino: bool) -> dict[str, torch.Tensor]
                f"{prefix}attn_pool.mlp.fc1.bias": torch.randn(4 * d),
                f"{prefix}attn_pool.mlp.fc2.weight": torch.randn(d, 4 * d),
                f"{prefix}attn_pool.mlp.fc2.bias": torch.randn(d)}
-    for i in range(blocks):
-        b = f"{prefix}blocks.{i}."
-        sd |= {f"{b}norm1.weight": torch.randn(d), f"{b}norm1.bias": torch.randn(d),
-               f"{b}attn.qkv.weight": torch.randn(3 * d, d), f"{b}attn.qkv.bias": torch.randn(3 * d),
-               f"{b}attn.proj.weight": torch.randn(d, d), f"{b}attn.proj.bias": torch.randn(d),
-               f"{b}norm2.weight": torch.randn(d), f"{b}norm2.bias": torch.randn(d),
-               f"{b}mlp.fc1.weight": torch.randn(4 * d, d), f"{b}mlp.fc1.bias": torch.randn(4 * d),
-               f"{b}mlp.fc2.weight": torch.randn(d, 4 * d), f"{b}mlp.fc2.bias": torch.randn(d)}
-        if dino:
-            sd |= {f"{b}ls1.scale_factor": torch.randn(d), f"{b}ls2.scale_factor": torch.randn(d)}
-    return sd
+    return sd | vit_blocks(prefix, d, blocks, "scale_factor" if dino else None)
 
 
 def llama_source():

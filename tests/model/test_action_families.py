@@ -15,30 +15,14 @@ from mole_inference.errors import ConfigError
 from mole_inference.model.action_tokens import ActionTokenizer
 from mole_inference.model.llm import LayerCache
 from mole_inference.model.vla import MoLeVLA
+from tests.model.conftest import ENC, VISION, forward_calls, inputs, micro
 
-ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
-MICRO = {
-    "vision": {"image_size": 28, "patch_size": 14, "dinov2": ENC, "siglip": ENC, "text_film": False},
-    "llm": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 4, "num_heads": 2, "max_text_tokens": 8,
-            "vocab_size": 300},
-    "router": {"num_active_layers": 2, "proj_dim": 16, "spatial_hidden": 16, "encoder_heads": 2, "encoder_ffn": 32},
-}
 GOLDEN = Path(__file__).with_name("golden_mole_tiny_chunk.json")
 
 
 def micro_openvla(**sections):
-    """openvla-tiny shrunk to 4 layers of width 32 (a few ms per step)."""
-    return preset("openvla-tiny", **{**MICRO, **sections})
-
-
-def inputs(cfg, batch=1, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    r, t = cfg.vision.image_size, cfg.llm.max_text_tokens
-    pixels = torch.rand((batch, 3, r, r), generator=gen)
-    ids = torch.randint(4, 200, (batch, t), generator=gen)
-    mask = torch.zeros((batch, t), dtype=torch.bool)
-    mask[:, : t // 2] = True
-    return pixels, ids, mask
+    """openvla-tiny shrunk to 4 layers of width 32 (a few ms per step), with both vision encoders."""
+    return micro("openvla-tiny", **{"vision": {**VISION, "dinov2": ENC}, **sections})
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +94,8 @@ def test_routing_runs_the_same_layers_for_all_seven_tokens(model):
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     policy = TorchPolicy(model, model.cfg, _stats())
-    calls = {i: 0 for i in range(model.num_layers)}
-    hooks = [layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-             for i, layer in enumerate(model.llm.layers)]
-    try:
+    with forward_calls(model.llm.layers) as (calls,):
         chunk = policy.infer(np.zeros((40, 50, 3), np.uint8), "pick up the red cube", seed=0)
-    finally:
-        for hook in hooks:
-            hook.remove()
     ran = list(chunk.routing.layers)
     assert len(ran) == model.cfg.router.num_active_layers
     assert {i for i, n in calls.items() if n} == set(ran)  # skipped layers are never called

@@ -20,30 +20,14 @@ from mole_inference.model.flow_matching import (
 )
 from mole_inference.model.llm import LayerCache
 from mole_inference.model.vla import MoLeVLA
+from tests.model.conftest import MICRO, forward_calls, inputs, micro
 
-ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
-MICRO = {
-    "vision": {"image_size": 28, "patch_size": 14, "siglip": ENC, "text_film": False},
-    "llm": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 4, "num_heads": 2, "max_text_tokens": 8,
-            "vocab_size": 300},
-    "router": {"num_active_layers": 2, "proj_dim": 16, "spatial_hidden": 16, "encoder_heads": 2, "encoder_ffn": 32},
-    "action_head": {"hidden_size": 24, "depth": 4, "num_heads": 2, "head_dim": 16, "chunk_size": 4},
-}
+FLOW_HEAD = {"hidden_size": 24, "depth": 4, "num_heads": 2, "head_dim": 16, "chunk_size": 4}
 
 
 def micro_pi0(**sections):
     """pi0-tiny shrunk to 4 layer pairs: LLM width 32, expert width 24, head_dim 16, one key/value head."""
-    return preset("pi0-tiny", **{**MICRO, **sections})
-
-
-def inputs(cfg, batch=1, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    r, t = cfg.vision.image_size, cfg.llm.max_text_tokens
-    pixels = torch.rand((batch, 3, r, r), generator=gen)
-    ids = torch.randint(4, 200, (batch, t), generator=gen)
-    mask = torch.zeros((batch, t), dtype=torch.bool)
-    mask[:, : t // 2] = True
-    return pixels, ids, mask
+    return micro("pi0-tiny", **{"action_head": FLOW_HEAD, **sections})
 
 
 @pytest.fixture(scope="module")
@@ -100,26 +84,16 @@ def test_skipped_pairs_run_neither_and_one_prefill_serves_every_euler_step(model
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     policy = TorchPolicy(model, model.cfg, ActionStats.identity(7))
-    llm_calls = dict.fromkeys(range(model.num_layers), 0)
-    expert_calls = dict.fromkeys(range(model.num_layers), 0)
-    vision_calls = []
-    hooks = [layer.register_forward_hook(lambda *_, i=i: llm_calls.__setitem__(i, llm_calls[i] + 1))
-             for i, layer in enumerate(model.llm.layers)]
-    hooks += [layer.register_forward_hook(lambda *_, i=i: expert_calls.__setitem__(i, expert_calls[i] + 1))
-              for i, layer in enumerate(model.action_head.layers)]
-    hooks.append(model.vision.register_forward_hook(lambda *_: vision_calls.append(1)))
-    try:
+    watched = (model.llm.layers, model.action_head.layers, [model.vision])
+    with forward_calls(*watched) as (llm_calls, expert_calls, vision_calls):
         chunk = policy.infer(np.zeros((40, 50, 3), np.uint8), "pick up the red cube", seed=0)
-    finally:
-        for hook in hooks:
-            hook.remove()
     ran = list(chunk.routing.layers)
     steps = model.cfg.action_head.flow_steps
     assert len(ran) == model.cfg.router.num_active_layers
     assert {i for i, n in llm_calls.items() if n} == {i for i, n in expert_calls.items() if n} == set(ran)
     assert all(llm_calls[i] == 1 for i in ran)  # the prefix once per control step ...
     assert all(expert_calls[i] == steps for i in ran)  # ... read by all 10 Euler steps
-    assert len(vision_calls) == 1
+    assert vision_calls[0] == 1
     assert chunk.actions.shape == (model.cfg.action_head.chunk_size, 7) and chunk.is_finite
     assert chunk.timings_ms["llm"] > 0 and chunk.timings_ms["action_head"] > 0
 
@@ -201,17 +175,17 @@ def test_path_and_target_follow_openpi():
 # --- configuration, accounting, export -----------------------------------------------------------------------------
 def test_flow_config_is_validated():
     with pytest.raises(ConfigError, match=r"action_head\.depth.*llm\.num_layers"):
-        micro_pi0(action_head={**MICRO["action_head"], "depth": 3})
+        micro_pi0(action_head={**FLOW_HEAD, "depth": 3})
     with pytest.raises(ConfigError, match=r"action_head\.head_dim.*head dim 16"):
-        micro_pi0(action_head={**MICRO["action_head"], "head_dim": 8})
+        micro_pi0(action_head={**FLOW_HEAD, "head_dim": 8})
     with pytest.raises(ConfigError, match=r"action_head\.num_kv_heads.*key/value heads 1"):
-        micro_pi0(action_head={**MICRO["action_head"], "num_kv_heads": 2})
+        micro_pi0(action_head={**FLOW_HEAD, "num_kv_heads": 2})
     with pytest.raises(ConfigError, match=r"router\.type.*flow"):
         micro_pi0(router={**MICRO["router"], "type": "mod"})
     with pytest.raises(ConfigError, match="did you mean 'flow'"):
         preset("tiny", action_head={"type": "flw"})
     with pytest.raises(ConfigError, match="flow_time_min"):
-        micro_pi0(action_head={**MICRO["action_head"], "flow_time_min": 1.0})
+        micro_pi0(action_head={**FLOW_HEAD, "flow_time_min": 1.0})
     assert micro_pi0().action_head.type == "flow"
 
 

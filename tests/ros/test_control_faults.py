@@ -10,20 +10,14 @@ import time
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import PoseStamped, TwistStamped
+from geometry_msgs.msg import TwistStamped
 from mole_ros import conversions as conv
-from mole_ros import qos
 from mole_ros.control_thread import ControlThread
 from mole_ros.inference_worker import InferenceWorker
-from mole_ros.policy_node import PolicyNode
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
 
 from mole_inference.config.control import ControlConfig, SafetyConfig
 from mole_inference.control import ControlLoop, Pose, SafetyEnvelope, Source
-from mole_inference.data import schema
+from tests.ros.policy_stack import LOADED_MACHINE, Feeder, policy_node, resume, subscribe_outputs
 
 pytestmark = pytest.mark.ros
 
@@ -97,49 +91,13 @@ def test_instruction_change_drops_queued_actions_and_resets_the_policy(fake_poli
 
 
 # -- deactivate / reactivate of the real node, output: twist ----------------------------------------------------
-class Feeder:
-    """Publishes the measured pose at 100 Hz and a frame every 50 ms, stamped now, from a thread."""
-
-    def __init__(self, ros, msgs) -> None:
-        self.ros, self.msgs = ros, msgs
-        self.pose_pub = ros.client.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
-        self.image_pub = ros.client.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
-        self.instruction_pub = ros.client.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Feeder:
-        self.instruction_pub.publish(String(data="pick up the red block"))
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            now = self.ros.now_ns()
-            self.pose_pub.publish(self.msgs.pose(now))
-            if i % 5 == 0:
-                self.image_pub.publish(self.msgs.image(now))
-            i += 1
-            time.sleep(0.01)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        for pub in (self.pose_pub, self.image_pub, self.instruction_pub):
-            self.ros.client.destroy_publisher(pub)
-
-
 def test_reactivated_node_holds_until_an_explicit_resume(ros, msgs, fake_policy, wait):
-    node = ros.add(PolicyNode("mole_policy_faults", policy_factory=lambda cfg: fake_policy, context=ros.context,
-                              parameter_overrides=[Parameter("output", value="twist"),
-                                                   Parameter("control.watchdog.max_pose_age", value=0.3)]))
-    twists = ros.subscribe(TwistStamped, "/cartesian_controller/target_twist", qos.RELIABLE)
+    node = policy_node(ros, "mole_policy_faults", lambda cfg: fake_policy, {"output": "twist", **LOADED_MACHINE})
+    twists = subscribe_outputs(ros, "twists")["twists"]
     node.trigger_configure()
     node.trigger_activate()
     with Feeder(ros, msgs):
-        resume = f"/{node.get_name()}/resume_policy"
-        assert wait(lambda: ros.call(Trigger, resume).success, 5.0), "policy never became resumable"
+        assert wait(lambda: resume(ros, node).success, 5.0), "policy never became resumable"
         # the fake policy moves +x 1 cm per 0.1 s step: 0.1 m/s
         assert wait(lambda: len(twists) and twist_vector(twists.items[-1][1])[0] == pytest.approx(0.1), 2.0)
         node.trigger_deactivate()
@@ -157,6 +115,6 @@ def test_reactivated_node_holds_until_an_explicit_resume(ros, msgs, fake_policy,
         assert wait(lambda: len(twists) >= mark + 10, 3.0)
         after = [twist_vector(m) for _, m in twists.items[mark:]]
         assert all(not v.any() for v in after), "the policy drove after reactivation without a resume"
-        assert wait(lambda: ros.call(Trigger, resume).success, 5.0)
+        assert wait(lambda: resume(ros, node).success, 5.0)
         assert wait(lambda: twist_vector(twists.items[-1][1])[0] == pytest.approx(0.1), 2.0)
     ros.remove(node)

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from mole_ros import conversions as conv
 from mole_ros import qos
 from mole_ros.policy_node import PolicyNode
 from rcl_interfaces.msg import Log
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mole_inference.data import schema
+from tests.ros.policy_stack import LOADED_MACHINE, Feeder, policy_node, resume, subscribe_outputs
 
 pytestmark = pytest.mark.ros
 
@@ -32,73 +28,22 @@ PERIOD = 0.02  # 50 Hz
 # test_loop.py; these tests check the same behaviour through rclpy by order and header stamps.
 
 
-class Feeder:
-    """Publishes the measured pose at 100 Hz and camera frames at 20 Hz (stamped now) from a thread."""
+class TeleopFeeder(Feeder):
+    """The Feeder plus a publisher of operator deltas (`teleop_pub`)."""
 
-    def __init__(self, ros: Any, msgs: Any) -> None:
-        self.ros, self.msgs = ros, msgs
-        node = ros.client
-        self.pose_pub = node.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
-        self.image_pub = node.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
-        self.instruction_pub = node.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
-        self.teleop_pub = node.create_publisher(Float64MultiArray, "/mole/teleop/delta", qos.RELIABLE)
-        self.make_image: Callable[[int], Any] | None = msgs.image
-        self.last_image_ns = 0
-        self.images_sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Feeder:
-        self.instruction_pub.publish(String(data="pick up the red block"))
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            now = self.ros.now_ns()
-            self.pose_pub.publish(self.msgs.pose(now))
-            make = self.make_image
-            msg = make(now) if i % 5 == 0 and make is not None else None
-            if msg is not None:
-                self.image_pub.publish(msg)
-                self.images_sent += 1
-                if make is self.msgs.image:
-                    self.last_image_ns = now
-            i += 1
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for pub in (self.pose_pub, self.image_pub, self.instruction_pub, self.teleop_pub):
-            self.ros.client.destroy_publisher(pub)
-
-
-NODE_IDS = itertools.count()
+    def __init__(self, ros, msgs) -> None:
+        super().__init__(ros, msgs)
+        self.teleop_pub = self.publisher(Float64MultiArray, "/mole/teleop/delta", qos.RELIABLE)
 
 
 @pytest.fixture
 def stack(ros, msgs, fake_policy, wait):
     """A configured, active mole_policy (engage_on_start) fed with poses and images, plus output collectors."""
-    # a fresh node name per test: rclpy shares one /rosout publisher per name, and destroying the previous
-    # test's node would unregister it under this one's feet
-    node = PolicyNode(f"mole_policy_{next(NODE_IDS)}", policy_factory=lambda cfg: fake_policy, context=ros.context,
-                      parameter_overrides=[Parameter("engage_on_start", value=True),
-                                           # the feeder thread shares 2 loaded cores with the node
-                                           Parameter("control.watchdog.max_pose_age", value=0.3)])
-    ros.add(node)
-    out = {
-        "targets": ros.subscribe(PoseStamped, schema.TARGET_POSE_TOPIC, qos.RELIABLE),
-        "deltas": ros.subscribe(Float64MultiArray, schema.EE_DELTA_TOPIC, qos.RELIABLE),
-        "routing": ros.subscribe(Float32MultiArray, "/mole/routing", qos.RELIABLE),
-        "source": ros.subscribe(String, schema.ACTIVE_SOURCE_TOPIC, qos.LATCHED),
-        "diag": ros.subscribe(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS),
-        "log": ros.subscribe(Log, "/rosout", qos.RELIABLE),
-    }
+    node = policy_node(ros, "mole_policy", lambda cfg: fake_policy, {"engage_on_start": True, **LOADED_MACHINE})
+    out = subscribe_outputs(ros, "targets", "deltas", "routing", "source", "diag", "log")
     node.trigger_configure()
     node.trigger_activate()
-    feeder = Feeder(ros, msgs).start()
+    feeder = TeleopFeeder(ros, msgs).start()
     assert wait(lambda: node.loop.mux.mode.value == "policy", 5.0), "policy never engaged"
     # let the hold commands published before engaging drain out of the subscription queues
     assert wait(lambda: len(out["deltas"]) and conv.ee_delta_from_msg(out["deltas"].items[-1][1])[1] == "policy",
@@ -256,7 +201,7 @@ def test_takeover_passes_teleop_within_one_period_and_resume_returns(ros, stack,
     assert after and all(src == "teleop" for _, src in after[:-2]), after
     np.testing.assert_allclose(teleop[-1][1][0], delta, atol=1e-9)  # small delta: passes unclamped
     assert node.telemetry is not None and out["source"].items[-1][1].data == "teleop"
-    response = ros.call(Trigger, f"/{node.get_name()}/resume_policy")
+    response = resume(ros, node)
     assert response.success, response.message
     t_resume = time.monotonic()
     assert wait(lambda: any(s == "policy" for _, s in sources(out["deltas"], t_resume)), 1.0)
@@ -270,7 +215,7 @@ def test_resume_refused_when_unhealthy(ros, stack, wait):
     node, feeder, _, _ = stack
     feeder.make_image = None
     assert wait(lambda: node.loop.mux.mode.value == "hold", 1.0)
-    response = ros.call(Trigger, f"/{node.get_name()}/resume_policy")
+    response = resume(ros, node)
     assert not response.success and "image" in response.message
 
 
@@ -279,8 +224,7 @@ def test_measured_pose_from_a_best_effort_depth_1_publisher_reaches_the_node(ros
     (a RELIABLE subscription never matches it: the node would wait for a pose forever and publish nothing)."""
     broadcaster_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                                  durability=DurabilityPolicy.VOLATILE)
-    node = PolicyNode(f"mole_policy_{next(NODE_IDS)}", policy_factory=lambda cfg: fake_policy, context=ros.context)
-    ros.add(node)
+    node = policy_node(ros, "mole_policy", lambda cfg: fake_policy)
     targets = ros.subscribe(PoseStamped, schema.TARGET_POSE_TOPIC, qos.RELIABLE)
     node.trigger_configure()
     node.trigger_activate()

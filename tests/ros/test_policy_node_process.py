@@ -10,23 +10,15 @@ import importlib
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
+from diagnostic_msgs.msg import DiagnosticStatus
 from mole_ros import conversions as conv
-from mole_ros import qos
-from mole_ros.policy_node import PolicyNode
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray, String
-from std_srvs.srv import Trigger
 
-from mole_inference.data import schema
 from mole_inference.runtime.process_policy import ProcessPolicy
+from tests.ros.policy_stack import LOADED_MACHINE, Feeder, policy_node, resume, subscribe_outputs
 
 pytestmark = pytest.mark.ros
 
@@ -36,59 +28,20 @@ fakes = importlib.import_module("fake_policies")
 DEADLINE = 60.0  # seconds: a bound on waiting for a spawn on a loaded machine, never a measurement
 
 
-class Feeder:
-    """Publishes the measured pose at 100 Hz and a frame every 50 ms, stamped now, from a thread."""
-
-    def __init__(self, ros, msgs) -> None:
-        self.ros, self.msgs = ros, msgs
-        self.pose_pub = ros.client.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.RELIABLE)
-        self.image_pub = ros.client.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
-        self.instruction_pub = ros.client.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Feeder:
-        self.instruction_pub.publish(String(data="pick up the red block"))
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            now = self.ros.now_ns()
-            self.pose_pub.publish(self.msgs.pose(now))
-            if i % 5 == 0:
-                self.image_pub.publish(self.msgs.image(now))
-            i += 1
-            time.sleep(0.01)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        for pub in (self.pose_pub, self.image_pub, self.instruction_pub):
-            self.ros.client.destroy_publisher(pub)
-
-
 def worker_statuses(diag, name: str, since: float) -> list[DiagnosticStatus]:
     return [s for _, m in diag.since(since) for s in m.status if s.name == f"{name}: inference worker"]
 
 
 def test_worker_killed_mid_run_holds_then_restarts_and_resumes(ros, msgs, wait, tmp_path):
     factory_args = {"marker_dir": str(tmp_path), "hold_restarts": True}
-    node = ros.add(
-        PolicyNode(
-            "mole_policy_process",
-            context=ros.context,
-            policy_factory=lambda cfg: ProcessPolicy(fakes.make_step, factory_args, timeout=30.0),
-            parameter_overrides=[
-                Parameter("engage_on_start", value=True),
-                Parameter("diagnostics_period", value=0.2),
-                Parameter("control.watchdog.max_pose_age", value=0.3),
-            ],
-        )
+    node = policy_node(
+        ros,
+        "mole_policy_process",
+        lambda cfg: ProcessPolicy(fakes.make_step, factory_args, timeout=30.0),
+        {"engage_on_start": True, "diagnostics_period": 0.2, **LOADED_MACHINE},
     )
-    deltas = ros.subscribe(Float64MultiArray, schema.EE_DELTA_TOPIC, qos.RELIABLE)
-    diag = ros.subscribe(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+    out = subscribe_outputs(ros, "deltas", "diag")
+    deltas, diag = out["deltas"], out["diag"]
     name = node.get_name()
     node.trigger_configure()
     policy = node.policy
@@ -119,7 +72,7 @@ def test_worker_killed_mid_run_holds_then_restarts_and_resumes(ros, msgs, wait, 
         (tmp_path / "release").touch()
         assert wait(lambda: policy.ready, DEADLINE)
         assert policy.worker_pid not in (0, old) and policy.restarts == 1
-        assert wait(lambda: ros.call(Trigger, f"/{name}/resume_policy").success, DEADLINE)
+        assert wait(lambda: resume(ros, node).success, DEADLINE)
         back = time.monotonic()
         assert wait(lambda: "policy" in sources(back), DEADLINE), "the policy never drove again"
         assert wait(

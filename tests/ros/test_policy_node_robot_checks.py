@@ -10,14 +10,11 @@ published" is asserted after a counted number of control ticks.
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from mole_ros import conversions as conv
 from mole_ros import qos
@@ -27,11 +24,8 @@ from rcl_interfaces.msg import Log
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
-from std_msgs.msg import Float64MultiArray, String
-from std_srvs.srv import Trigger
 
-from mole_inference.data import schema
+from tests.ros.policy_stack import LOADED_MACHINE, Feeder, node_name, policy_node, resume, subscribe_outputs
 from tests.ros.test_robot_checks import FakeErrors, FakeRobotState, list_response
 
 pytestmark = pytest.mark.ros
@@ -40,7 +34,6 @@ REFERENCE_TOPIC = "/pose_broadcaster/current_pose"
 CONTROLLER = "cartesian_impedance_controller"
 SYSTEM_DEFAULTS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)  # rclcpp::SystemDefaultsQoS as rmw resolves it
-NODE_IDS = itertools.count()
 
 
 class FakeRobot:
@@ -68,72 +61,40 @@ class FakeRobot:
         return SimpleNamespace(destroy=lambda: None)
 
 
-class Feeder:
-    """Measured pose, reference pose, robot state and frames from a thread, like the robot at a low rate."""
+class RobotFeeder(Feeder):
+    """The Feeder's measured pose (published like the robot's) and frames, plus the reference pose and robot state."""
 
     def __init__(self, ros: Any, msgs: Any, robot: FakeRobot, reference_dz: float) -> None:
-        self.ros, self.msgs, self.robot, self.dz = ros, msgs, robot, reference_dz
-        node = ros.client
-        self.pose_pub = node.create_publisher(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE_PUBLISHER)
-        self.reference_pub = node.create_publisher(PoseStamped, REFERENCE_TOPIC, SYSTEM_DEFAULTS)
-        self.image_pub = node.create_publisher(Image, schema.IMAGE_TOPIC, qos.SENSOR)
-        self.instruction_pub = node.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(ros, msgs, pose_qos=qos.ROBOT_STATE_PUBLISHER)
+        self.robot, self.dz = robot, reference_dz
+        self.reference_pub = self.publisher(PoseStamped, REFERENCE_TOPIC, SYSTEM_DEFAULTS)
 
-    def start(self) -> Feeder:
-        self.instruction_pub.publish(String(data="pick up the red block"))
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        i = 0
+    def cycle(self, now_ns: int) -> None:
+        """The reference pose `reference_dz` above the measured one, and the robot state."""
         home = self.msgs.HOME
-        while not self._stop.is_set():
-            now = self.ros.now_ns()
-            self.pose_pub.publish(self.msgs.pose(now))
-            reference = self.msgs.pose(now, (home[0], home[1], home[2] + self.dz))
-            reference.header.frame_id = "base"
-            self.reference_pub.publish(reference)
-            if self.robot.state_callback is not None:
-                state = self.robot.state
-                self.robot.state_callback(lambda state=state: state)
-            if i % 5 == 0:
-                self.image_pub.publish(self.msgs.image(now))
-            i += 1
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for pub in (self.pose_pub, self.reference_pub, self.image_pub, self.instruction_pub):
-            self.ros.client.destroy_publisher(pub)
+        reference = self.msgs.pose(now_ns, (home[0], home[1], home[2] + self.dz))
+        reference.header.frame_id = "base"
+        self.reference_pub.publish(reference)
+        if self.robot.state_callback is not None:
+            state = self.robot.state
+            self.robot.state_callback(lambda state=state: state)
 
 
 def make_node(ros: Any, fake_policy: Any, robot: FakeRobot) -> PolicyNode:
-    params = {"engage_on_start": False, "diagnostics_period": 0.1,
-              "control.watchdog.max_pose_age": 0.3,  # the feeder thread shares 2 loaded cores with the node
+    params = {"engage_on_start": False, "diagnostics_period": 0.1, **LOADED_MACHINE,
               "robot.reference_pose_topic": REFERENCE_TOPIC, "robot.require_controller": CONTROLLER,
               "robot.watch_robot_state": "on", "robot.controller_check_period": 0.05,
               "robot.robot_state_period": 0.0,
               # the arm is still: a loaded machine may delay one topic's latest pose against the other's
               "robot.frame_max_skew": 0.5}
-    node = PolicyNode(f"mole_policy_rc_{next(NODE_IDS)}", policy_factory=lambda cfg: fake_policy,
-                      robot_backends=RobotBackends(controller_lister=robot.lister,
-                                                   robot_state_subscriber=robot.subscribe),
-                      context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    return ros.add(node)
+    return policy_node(ros, "mole_policy_rc", lambda cfg: fake_policy, params,
+                       robot_backends=RobotBackends(controller_lister=robot.lister,
+                                                    robot_state_subscriber=robot.subscribe))
 
 
 @pytest.fixture
 def outputs(ros):
-    return {
-        "targets": ros.subscribe(PoseStamped, schema.TARGET_POSE_TOPIC, qos.RELIABLE),
-        "deltas": ros.subscribe(Float64MultiArray, schema.EE_DELTA_TOPIC, qos.RELIABLE),
-        "source": ros.subscribe(String, schema.ACTIVE_SOURCE_TOPIC, qos.LATCHED),
-        "diag": ros.subscribe(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS),
-        "log": ros.subscribe(Log, "/rosout", qos.RELIABLE),
-    }
+    return subscribe_outputs(ros, "targets", "deltas", "source", "diag", "log")
 
 
 def statuses(out: Any, node: PolicyNode, check: str) -> list[DiagnosticStatus]:
@@ -145,17 +106,13 @@ def ticks(node: PolicyNode) -> int:
     return len(node.telemetry.control.intervals)
 
 
-def resume(ros: Any, node: PolicyNode) -> Trigger.Response:
-    return ros.call(Trigger, f"/{node.get_name()}/resume_policy")
-
-
 def test_disagreeing_frames_publish_nothing_and_refuse_engage(ros, msgs, fake_policy, wait, outputs):
     robot = FakeRobot()
     robot.controllers[CONTROLLER] = "active"
     node = make_node(ros, fake_policy, robot)
     node.trigger_configure()
     node.trigger_activate()
-    feeder = Feeder(ros, msgs, robot, reference_dz=-0.1034).start()  # Desk: flange; CRISP: fr3_hand_tcp
+    feeder = RobotFeeder(ros, msgs, robot, reference_dz=-0.1034).start()  # Desk: flange; CRISP: fr3_hand_tcp
     try:
         assert wait(lambda: any(s.level == DiagnosticStatus.ERROR for s in statuses(outputs, node, "frames")), 10.0)
         status = statuses(outputs, node, "frames")[-1]
@@ -179,7 +136,7 @@ def test_reflex_and_inactive_controller_hold_and_refuse_resume_until_ok(ros, msg
     node = make_node(ros, fake_policy, robot)
     node.trigger_configure()
     node.trigger_activate()
-    feeder = Feeder(ros, msgs, robot, reference_dz=0.001).start()
+    feeder = RobotFeeder(ros, msgs, robot, reference_dz=0.001).start()
     try:
         # frames agree (1 mm): hold targets go out; the controller is still inactive, so no engage
         assert wait(lambda: len(outputs["deltas"]) > 0, 10.0)
@@ -227,7 +184,7 @@ def test_explicit_checks_without_their_interfaces_fail_configure(ros, fake_polic
         pytest.skip("controller_manager_msgs / franka_msgs importable: nothing is missing")
     loaded = []
     for name, value in (("robot.require_controller", CONTROLLER), ("robot.watch_robot_state", "on")):
-        node = PolicyNode(f"mole_policy_rc_{next(NODE_IDS)}", policy_factory=lambda cfg: loaded.append(cfg),
+        node = PolicyNode(node_name("mole_policy_rc"), policy_factory=lambda cfg: loaded.append(cfg),
                           context=ros.context, parameter_overrides=[Parameter(name, value=value)])
         try:
             assert node.trigger_configure() == TransitionCallbackReturn.FAILURE, name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mole_inference.config import preset
+from mole_inference.config import preset, save_model_config
 from mole_inference.data.bag_writer import EpisodeBagWriter
 from mole_inference.data.episode_meta import EpisodeMetadata
 from mole_inference.data.images import rgb_to_image_msg
@@ -24,13 +24,39 @@ MICRO = {
 }
 
 
+TRAINING = {"batch_size": 4, "learning_rate": 1e-3, "num_workers": 0, "warmup_steps": 0, "lr_schedule": "constant",
+            "early_frames": 0, "log_every": 1, "checkpoint_every": 100, "seed": 0}
+
+
 def micro_config(router: str = "star", **training):
     """The tiny preset shrunk to a 4-layer, 32-wide model (a few ms per step); `training` overrides."""
-    base = {"batch_size": 4, "learning_rate": 1e-3, "diffusion_repeats": 2, "max_steps": 4, "num_workers": 0,
-            "warmup_steps": 0, "lr_schedule": "constant", "early_frames": 0,
-            "log_every": 1, "checkpoint_every": 100, "seed": 0}
     sections = {**MICRO, "router": {**MICRO["router"], "type": router}}
-    return preset("tiny", **sections, training={**base, **training})
+    return preset("tiny", **sections, training={**TRAINING, "diffusion_repeats": 2, "max_steps": 4, **training})
+
+
+def micro_family(name: str, action_head: dict | None = None, **training):
+    """Preset `name` (openvla-tiny, pi0-tiny) at the micro shapes, with its own action head unless `action_head`
+    is given; `training` overrides."""
+    sections = {k: v for k, v in MICRO.items() if k != "action_head"}
+    if action_head is not None:
+        sections["action_head"] = action_head
+    return preset(name, **sections, training={**TRAINING, "max_steps": 2, **training})
+
+
+def cli_train(cfg, bag_root, tmp_path, capsys, steps: int = 3):
+    """`mole-vla train` of `cfg` on the bags for `steps` steps: (last metrics row by column, its TorchPolicy)."""
+    from mole_inference.cli import main
+    from mole_inference.runtime.torch_backend import TorchPolicy
+
+    cfg_path = tmp_path / "micro.yaml"
+    save_model_config(cfg, cfg_path)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps",
+                 str(steps), "--no-progress"]) == 0
+    assert f"trained to step {steps}" in capsys.readouterr().out
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    last = dict(zip(metrics[0].split(","), metrics[-1].split(","), strict=True))
+    return last, TorchPolicy.from_checkpoint(out / "checkpoints" / f"step_{steps:07d}")
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,16 @@ reproducible, and `mole-vla train` writes a checkpoint that infers."""
 import numpy as np
 import torch
 
-from mole_inference.cli import main
-from mole_inference.config import preset, save_model_config
 from mole_inference.model.vla import MoLeVLA
 from mole_inference.training.objective import MoLeObjective, draw_diffusion, step_generator
-from tests.training.conftest import MICRO
+from tests.training.conftest import cli_train, micro_family
 
 FLOW_HEAD = {"hidden_size": 24, "depth": 4, "num_heads": 2, "head_dim": 16, "chunk_size": 4}
 
 
 def micro_pi0(**training):
     """pi0-tiny at the micro shapes of conftest (4 layer pairs, LLM width 32, expert width 24)."""
-    base = {"batch_size": 4, "learning_rate": 1e-3, "max_steps": 2, "num_workers": 0, "warmup_steps": 0,
-            "lr_schedule": "constant", "early_frames": 0, "log_every": 1, "checkpoint_every": 100, "seed": 0,
-            "diffusion_repeats": 2}
-    sections = {k: v for k, v in MICRO.items() if k != "action_head"}
-    return preset("pi0-tiny", **sections, action_head=FLOW_HEAD, training={**base, **training})
+    return micro_family("pi0-tiny", FLOW_HEAD, diffusion_repeats=2, **training)
 
 
 def batch(cfg, b=4, seed=1):
@@ -76,19 +70,8 @@ def test_the_flow_loss_falls_on_one_batch_and_cogkd_runs():
 
 
 def test_cli_train_then_infer(bag_root, tmp_path, capsys):
-    from mole_inference.runtime.torch_backend import TorchPolicy
-
-    cfg_path = tmp_path / "pi0-micro.yaml"
-    save_model_config(micro_pi0(), cfg_path)
-    out = tmp_path / "run"
-    assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "3",
-                 "--no-progress"]) == 0
-    assert "trained to step 3" in capsys.readouterr().out
-    metrics = (out / "metrics.csv").read_text().splitlines()
-    header = metrics[0].split(",")
-    last = dict(zip(header, metrics[-1].split(","), strict=True))
+    last, policy = cli_train(micro_pi0(), bag_root, tmp_path, capsys)
     assert np.isfinite(float(last["task"])) and np.isfinite(float(last["cog"]))  # flow loss and CogKD both ran
-    policy = TorchPolicy.from_checkpoint(out / "checkpoints" / "step_0000003")
     assert policy.model.family == "flow"
     chunk = policy.infer(np.zeros((32, 32, 3), np.uint8), "do task 0", seed=0)
     assert chunk.actions.shape == (4, 7) and chunk.is_finite
