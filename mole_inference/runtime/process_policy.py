@@ -5,11 +5,18 @@ and a 50 Hz control thread in the same interpreter waits for it (issue #11: p99 
 Here the caller's thread only copies the frame and then waits on a pipe, which releases the GIL.
 
 Layout. One worker process, started with the "spawn" context (no inherited torch, CUDA or thread state; daemon),
+imports `preload` (by default torch and the transformers files the backbones use) and the factory's module, then
 builds the real policy with `factory(**kwargs)`; the factory must be importable by the child (a module-level
 function such as `mole_inference.runtime.load_policy`), so torch and CUDA live only in the worker. Frames go
 through one shared-memory buffer owned by the proxy (grown when a larger frame comes, never pickled); the request
-(segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request
-at a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker).
+(segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request at
+a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker).
+
+Warm spare (`spare=True`). A second process is started once the worker is ready; it imports the same modules and
+then waits, without building a policy (no second copy of the weights, only the imported code). A restart promotes
+it: it receives the factory and kwargs, builds, serves; a new spare is started once it is ready. So a restart pays
+the build only, not the interpreter start and the torch import. `status()` says how the last restart went: from
+failure detection to ready, and within it stopping the old worker, spawn + import (0 for a warm spare) and build.
 
 Faults. The worker exiting (EOF, broken pipe) or not answering within `timeout` seconds: it is killed (SIGTERM,
 SIGKILL after `grace`), a new one is started on a background thread, and the call raises WorkerError saying what
@@ -17,13 +24,15 @@ happened. Until the new worker is ready every call raises WorkerError at once (t
 waiting; `reset` is then a no-op, since the new worker starts with a fresh policy. An exception raised by the
 policy itself (e.g. InputError) is re-raised here with its type, and the worker keeps serving.
 
-Cleanup. `close()` (also run on garbage collection and at exit, via weakref.finalize) stops the worker and unlinks
-the shared memory; `status()` and the attributes `ready`, `restarts`, `last_error`, `worker_pid` feed diagnostics.
+Cleanup. `close()` (also run on garbage collection and at exit, via weakref.finalize) stops the worker and the
+spare and unlinks the shared memory; `status()` and the attributes `ready`, `restarts`, `last_error`, `worker_pid`
+feed diagnostics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing as mp
 import pickle
@@ -47,6 +56,15 @@ log = logging.getLogger(__name__)
 
 PolicyFactory = Callable[..., Policy]
 DEFAULT_IMAGE_BYTES = 480 * 640 * 3  # a VGA rgb8 frame: the usual wrist camera needs no growth
+# What a torch policy imports while it builds: torch (~1.3 s here) and the transformers model files the backbones
+# use (~2.3 s, imported lazily by the model's constructors); with these imported a `tiny` build takes ~0.15 s.
+TORCH_PRELOAD = (
+    "torch",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.dinov2.modeling_dinov2",
+    "transformers.models.siglip.modeling_siglip",
+    "mole_inference.runtime.torch_backend",
+)
 
 
 # ---------------------------------------------------------------------------------------------------- worker side
@@ -59,9 +77,33 @@ def _portable(err: BaseException) -> BaseException:
     return err
 
 
-def _serve(conn: Connection, factory: PolicyFactory, kwargs: dict[str, Any], threads: int) -> None:
-    """Worker process main: build the policy, report its attributes, then answer requests until EOF."""
+def _import(modules: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    """Import `optional` (skipped when it cannot be imported: the build then says why, if it needs it), then
+    `modules` (a failure is the factory's error)."""
+    for name in optional:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...], threads: int) -> None:
+    """Worker process main: import, say "warm", wait for the factory (a spare waits here), build, then answer
+    requests until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C hits the whole process group: the proxy decides
+    try:
+        _import(modules, optional)
+    except BaseException as err:
+        conn.send(("error", _portable(err)))
+        return
+    conn.send(("warm", None))
+    try:
+        _, factory, kwargs = conn.recv()  # ("build", factory, kwargs); unpickling the factory may fail
+    except (EOFError, OSError):
+        return  # a spare that was never promoted: the proxy closed its end
+    except BaseException as err:
+        conn.send(("error", _portable(err)))
+        return
     try:
         policy = factory(**kwargs)
         if threads > 0 and "torch" in sys.modules:
@@ -110,10 +152,12 @@ def _serve(conn: Connection, factory: PolicyFactory, kwargs: dict[str, Any], thr
 
 
 # ---------------------------------------------------------------------------------------------------- proxy side
-@dataclass
+@dataclass(eq=False)  # compared by identity (list.remove, `is`)
 class _Worker:
     process: Any  # multiprocessing SpawnProcess
     conn: Connection
+    warm: bool = False  # its modules are imported (the "warm" message was received)
+    failure: BaseException | None = None  # why it stopped while starting, once known
 
     @property
     def pid(self) -> int:
@@ -177,12 +221,27 @@ def _exit_text(process: Any) -> str:
     return f"exit code {code}"
 
 
+@dataclass(frozen=True)
+class RestartTiming:
+    """How the last restart went: `source` "spare" (a warm spare promoted) or "cold" (a new process); seconds from
+    failure detection to ready (`total_s`), and within it: stopping the old worker, spawn + import (0 for a warm
+    spare), build. `total_s` also counts retries after a failed start."""
+
+    source: str
+    total_s: float
+    stop_s: float
+    spawn_s: float
+    build_s: float
+
+
 class ProcessPolicy(Policy):
     """A Policy whose model runs in a supervised worker process (see module docstring).
 
     `factory(**kwargs)` builds the real policy in the worker; `timeout`: seconds one call may take before the
-    worker counts as hung; `startup_timeout`: seconds to build the policy; `threads`: torch intra-op threads in
-    the worker (0 = torch default). The constructor waits until the worker is ready and re-raises its error.
+    worker counts as hung; `startup_timeout`: seconds to import and build the policy; `threads`: torch intra-op
+    threads in the worker (0 = torch default); `spare`: keep a warm spare process for fast restarts; `preload`:
+    modules the worker (and the spare) import before the factory's own module, skipped when not installed. The
+    constructor waits until the worker is ready and re-raises its error.
     """
 
     def __init__(
@@ -195,25 +254,38 @@ class ProcessPolicy(Policy):
         threads: int = 0,
         grace: float = 1.0,
         image_bytes: int = DEFAULT_IMAGE_BYTES,
+        spare: bool = True,
+        preload: tuple[str, ...] = TORCH_PRELOAD,
     ) -> None:
         if timeout <= 0 or startup_timeout <= 0 or grace <= 0:
             raise ValueError(f"timeout={timeout}, startup_timeout={startup_timeout}, grace={grace}: must be > 0")
         self.factory, self.kwargs = factory, dict(kwargs or {})
         self.timeout, self.startup_timeout, self.threads, self.grace = timeout, startup_timeout, threads, grace
+        self.spare, self.preload = spare, tuple(preload)
+        # the factory's module by name: a spare imports it before it knows the factory ("__main__" is there already)
+        self._modules = () if factory.__module__ in (None, "__main__") else (factory.__module__,)
         self.restarts = 0  # workers started after the first
+        self.last_restart: RestartTiming | None = None
         self.calls = 0
         self.last_error = ""
         self._ctx = mp.get_context("spawn")
         self._lock = threading.Lock()  # one request on the pipe at a time; guards _worker
         self._closed = threading.Event()
         self._restarter: threading.Thread | None = None
+        self._spare: _Worker | None = None  # started, not built; guarded by _spare_lock
+        self._spare_lock = threading.Lock()
         self._res = _Resources(shm=SharedMemory(create=True, size=max(int(image_bytes), 1)))
         self._finalizer = weakref.finalize(self, _release, self._res, grace)
         try:
-            self._worker: _Worker | None = self._spawn()
+            self._worker: _Worker | None
+            self._worker, _, spawn_s, build_s = self._start()
         except BaseException:
             self._finalizer()
             raise
+        log.info(
+            "inference worker ready (pid %d): spawn+import %.2f s, build %.2f s", self.worker_pid, spawn_s, build_s
+        )
+        self._start_spare()
         self.policy_type = self._info["policy_type"]
         self.action_dt = self._info["action_dt"]
         self.chunk_size = self._info["chunk_size"]
@@ -237,15 +309,41 @@ class ProcessPolicy(Policy):
         shm = self._res.shm
         return shm.name if shm is not None else ""
 
+    @property
+    def spare_pid(self) -> int:
+        """The spare's pid (0 when there is none: off, promoted and not yet replaced, or closed)."""
+        spare = self._spare
+        return spare.pid if spare is not None else 0
+
+    def spare_state(self) -> str:
+        """The spare: off, none (promoted, the next not started yet), starting (importing), warm, or lost."""
+        if not self.spare:
+            return "off"
+        with self._spare_lock:
+            spare = self._spare
+            if spare is None or self._closed.is_set():
+                return "none"
+            try:
+                return "warm" if self._warm_up(spare, 0.0) else "starting"
+            except Exception:
+                return "lost"  # died or failed to import: the next restart starts cold
+
     def status(self) -> dict[str, str | float]:
-        """Diagnostics: ready, pid, restarts, calls, last error (key -> value)."""
+        """Diagnostics: ready, pid, restarts, calls, last error, spare, how the last restart went (key -> value)."""
         state = "closed" if self._closed.is_set() else ("ready" if self.ready else "restarting")
+        timing = self.last_restart or RestartTiming("none", 0.0, 0.0, 0.0, 0.0)
         return {
             "worker_state": state,
             "worker_pid": float(self.worker_pid),
             "worker_restarts": float(self.restarts),
             "worker_calls": float(self.calls),
             "worker_last_error": self.last_error or "none",
+            "worker_spare": self.spare_state(),
+            "worker_restart_from": timing.source,
+            "worker_restart_s": timing.total_s,
+            "worker_restart_stop_s": timing.stop_s,
+            "worker_restart_spawn_s": timing.spawn_s,
+            "worker_restart_build_s": timing.build_s,
         }
 
     # ------------------------------------------------------------------ Policy contract
@@ -278,14 +376,16 @@ class ProcessPolicy(Policy):
             self._call(self._worker, ("reset",), "reset")
 
     def close(self) -> None:
-        """Stop the worker (and any restart in progress) and free the shared memory; idempotent."""
+        """Stop the worker, the spare (and any restart in progress) and free the shared memory; idempotent."""
         self._closed.set()
         with self._res.lock:
             starting = [w for w in self._res.workers if w is not self._worker]
-        for worker in starting:  # a restart waiting for its worker to build: end it now
+        for worker in starting:  # the spare, or a restart waiting for its worker to build: end them now
             _kill(worker)
         if self._restarter is not None:
             self._restarter.join()
+        with self._spare_lock:
+            self._spare = None  # killed above or stopped by the finalizer below
         if not self._lock.acquire(timeout=self.grace):  # a call in flight, maybe hung: end it rather than wait
             worker = self._worker
             if worker is not None:
@@ -348,27 +448,30 @@ class ProcessPolicy(Policy):
 
     def _replace(self, worker: _Worker, reason: str) -> None:
         """Drop `worker`, restart in the background, raise WorkerError(reason); the caller holds the lock."""
+        detected = time.monotonic()
         self._worker = None
         if self._closed.is_set():  # close() ended the call: nothing to restart, nothing to report
             raise WorkerError("inference worker closed")
         self.last_error = reason
         log.error("%s; restarting it", reason)
         self._restarter = threading.Thread(
-            target=self._restart, args=(worker,), name="mole_worker_restart", daemon=True
+            target=self._restart, args=(worker, detected), name="mole_worker_restart", daemon=True
         )
         self._restarter.start()
         raise WorkerError(f"{reason}; restarting it, hold meanwhile")
 
-    def _restart(self, old: _Worker) -> None:
-        """Background: kill `old`, then start workers (backing off on failure) until one is ready or closed."""
+    def _restart(self, old: _Worker, detected: float) -> None:
+        """Background: kill `old`, then start workers (the spare first; backing off on failure) until one is ready
+        or closed; then start the next spare."""
         with self._res.lock:
             if old in self._res.workers:
                 self._res.workers.remove(old)
         _stop(old, self.grace, polite=False)
+        stopped = time.monotonic()
         delay = 0.5
         while not self._closed.is_set():
             try:
-                worker = self._spawn()
+                worker, source, spawn_s, build_s = self._start()
             except Exception as err:
                 if self._closed.is_set():
                     return  # close() ended the worker it was starting
@@ -379,46 +482,119 @@ class ProcessPolicy(Policy):
                 delay = min(2 * delay, 30.0)
                 continue
             with self._lock:
-                if not self._closed.is_set():
-                    self._worker = worker
-                    self.restarts += 1
-                    log.warning("inference worker restarted (pid %d)", worker.pid)
-                    return
-            # closed while it started: close() left it to the finalizer, which stops it
+                if self._closed.is_set():
+                    return  # closed while it started: close() left it to the finalizer, which stops it
+                self._worker = worker
+                self.restarts += 1
+                timing = RestartTiming(source, time.monotonic() - detected, stopped - detected, spawn_s, build_s)
+                self.last_restart = timing
+            log.warning("inference worker restarted (pid %d) from %s: %s", worker.pid, source, timing)
+            self._start_spare()
             return
 
-    def _spawn(self) -> _Worker:
-        """Start a worker and wait until its policy is built; re-raises the factory's error."""
+    def _start(self) -> tuple[_Worker, str, float, float]:
+        """A ready worker: the spare promoted (if there is a usable one) or a new process; with its source and the
+        seconds spent in spawn + import (0 for a warm spare) and in build. Re-raises the factory's error."""
+        t0 = time.monotonic()
+        deadline = t0 + self.startup_timeout
+        with self._spare_lock:
+            worker, self._spare = self._spare, None
+        source, waited = "spare", False
+        if worker is not None:
+            try:
+                waited = not self._warm_up(worker, 0.0)  # not warm yet: wait for its imports (counted as spawn)
+                if waited and not self._warm_up(worker, max(0.0, deadline - time.monotonic())):
+                    raise WorkerError(f"not warm after {self.startup_timeout:g} s")
+            except Exception as err:
+                self._discard(worker)
+                if self._closed.is_set():
+                    raise
+                log.warning("spare inference worker (pid %d) unusable (%s): starting a new one", worker.pid, err)
+                worker = None
+        if worker is None:
+            source, waited, worker = "cold", True, self._launch()
+        try:
+            if not self._warm_up(worker, max(0.0, deadline - time.monotonic())):
+                raise WorkerError(f"inference worker (pid {worker.pid}) not ready after {self.startup_timeout:g} s")
+            t1 = time.monotonic()
+            self._info = self._build(worker, deadline)
+        except BaseException:
+            self._discard(worker)
+            raise
+        return worker, source, (t1 - t0) if waited else 0.0, time.monotonic() - t1
+
+    def _start_spare(self) -> None:
+        """Start the next spare (it imports on its own; nobody waits for it), unless off or closed."""
+        if not self.spare or self._closed.is_set():
+            return
+        try:
+            spare = self._launch()
+        except Exception as err:  # a restart then starts cold; nothing else depends on the spare
+            log.warning("spare inference worker not started: %s: %s", type(err).__name__, err)
+            return
+        with self._spare_lock:
+            self._spare = spare
+
+    def _launch(self) -> _Worker:
+        """Start a worker process (registered for cleanup first); it imports, says "warm" and waits to build."""
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_serve,
-            args=(child, self.factory, self.kwargs, self.threads),
+            args=(child, self._modules, self.preload, self.threads),
             name="mole_inference_worker",
             daemon=True,
         )
         worker = _Worker(process, parent)
         with self._res.lock:
             self._res.workers.append(worker)
-        process.start()
-        child.close()
-        pid = process.pid
         try:
-            if not parent.poll(self.startup_timeout):
-                raise WorkerError(f"inference worker (pid {pid}) not ready after {self.startup_timeout:g} s")
-            kind, payload = parent.recv()
-        except (EOFError, OSError):
-            process.join(self.grace)  # reaped first: the exit code says how it ended
-            exited = _exit_text(process)
-            self._discard(worker)
-            raise WorkerError(f"inference worker (pid {pid}) exited while starting ({exited})") from None
+            process.start()
         except BaseException:
-            self._discard(worker)
+            with self._res.lock:
+                self._res.workers.remove(worker)
+            parent.close()
             raise
-        if kind == "error":
-            self._discard(worker)
-            raise payload
-        self._info = payload
+        finally:
+            child.close()
         return worker
+
+    def _warm_up(self, worker: _Worker, timeout: float) -> bool:
+        """True once `worker` has imported its modules (waiting up to `timeout`); raises why it stopped instead."""
+        if worker.failure is not None:
+            raise worker.failure
+        if not worker.warm and self._receive(worker, timeout)[0] is not None:
+            worker.warm = True  # the first message after start-up is "warm" (or an error, raised)
+        if worker.warm and not worker.process.is_alive():  # a spare can die while it waits (OOM killer, a test)
+            worker.failure = WorkerError(f"inference worker (pid {worker.pid}) exited ({_exit_text(worker.process)})")
+            raise worker.failure
+        return worker.warm
+
+    def _build(self, worker: _Worker, deadline: float) -> dict[str, Any]:
+        """Send the factory to a warm `worker` and wait (until `deadline`) for its policy's attributes."""
+        with contextlib.suppress(OSError):  # it died: the receive below says how
+            worker.conn.send(("build", self.factory, self.kwargs))
+        kind, payload = self._receive(worker, max(0.0, deadline - time.monotonic()))
+        if kind is None:
+            raise WorkerError(f"inference worker (pid {worker.pid}) not ready after {self.startup_timeout:g} s")
+        return payload
+
+    def _receive(self, worker: _Worker, timeout: float) -> tuple[str | None, Any]:
+        """The next start-up message of `worker` within `timeout`, (None, None) if none; raises (and remembers)
+        the worker's error, or a WorkerError saying how it exited."""
+        try:
+            if not worker.conn.poll(timeout):
+                return None, None
+            kind, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            worker.process.join(self.grace)  # reaped first: the exit code says how it ended
+            kind = "error"
+            payload = WorkerError(
+                f"inference worker (pid {worker.pid}) exited while starting ({_exit_text(worker.process)})"
+            )
+        if kind == "error":
+            worker.failure = payload
+            raise payload
+        return kind, payload
 
     def _discard(self, worker: _Worker) -> None:
         with self._res.lock:

@@ -1,5 +1,9 @@
 """Test doubles for ProcessPolicy, importable by its spawned workers (test_process_policy.py puts this folder on
-sys.path, which spawn hands to the children)."""
+sys.path, which spawn hands to the children).
+
+`MOLE_FAKE_IMPORT_DELAY=S` in the environment makes importing this module sleep S seconds: a heavy import (torch,
+a model package) as the worker sees it. Tests set it after their own import, so only spawned workers pay it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import numpy as np
 
 from mole_inference.errors import InputError
 from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+
+IMPORT_DELAY_ENV = "MOLE_FAKE_IMPORT_DELAY"
+time.sleep(float(os.environ.get(IMPORT_DELAY_ENV, "0")))
 
 
 class EchoPolicy(Policy):

@@ -1,7 +1,10 @@
-"""ProcessPolicy: the model in a worker process; frames over shared memory; crash, hang, restart and cleanup.
+"""ProcessPolicy: the model in a worker process; frames over shared memory; crash, hang, restart, warm spare and
+cleanup.
 
 Deterministic: every wait is a condition polled up to a generous deadline (a spawn on a busy 2-core machine can
-take seconds); the only timing under test is ProcessPolicy's own `timeout`, which the fake's answers never near.
+take seconds); the only timing under test is ProcessPolicy's own `timeout`, which the fake's answers never near,
+and the restart phases it records, judged against a sleep the worker's import is made to take (lower bounds).
+The fakes' workers preload nothing (no torch import per process); the tiny-model test keeps the default.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # spawned workers get this sys.p
 fakes = importlib.import_module("fake_policies")
 
 DEADLINE = 120.0  # seconds: only a bound on waiting, never a measurement
+IMPORT_DELAY = 1.0  # seconds the fakes' module sleeps when a worker imports it (tests that set the env var)
+
+
+def start(factory: Callable = fakes.make_echo, kwargs: dict | None = None, **options) -> ProcessPolicy:
+    """A ProcessPolicy over a fake: no preloaded modules unless asked."""
+    return ProcessPolicy(factory, kwargs, **{"preload": (), **options})
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
@@ -71,7 +80,7 @@ def markers(tmp_path) -> Path:
 
 @pytest.fixture
 def proxy(markers):
-    policy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers)}, timeout=30.0, grace=2.0)
+    policy = start(fakes.make_echo, {"marker_dir": str(markers)}, timeout=30.0, grace=2.0)
     yield policy
     policy.close()
 
@@ -94,7 +103,8 @@ def test_round_trip_runs_the_policy_in_another_process(proxy):
 
 
 def test_frames_larger_than_the_buffer_grow_it(markers):
-    with ProcessPolicy(fakes.make_echo, image_bytes=100) as proxy:
+    # an optional preload that is not installed is skipped
+    with start(fakes.make_echo, image_bytes=100, preload=("no_such_module_for_mole_tests",)) as proxy:
         small, large = frame(4, 5), frame(120, 160, seed=2)
         assert proxy.infer(small, "a").actions[0, 0] == pytest.approx(small.mean())
         first = proxy.shm_name
@@ -131,7 +141,7 @@ def test_reset_is_forwarded(proxy):
 
 
 def test_killed_worker_raises_worker_error_then_restarts(markers):
-    proxy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True}, grace=2.0)
+    proxy = start(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True}, grace=2.0)
     try:
         image = frame(16, 16)
         old = proxy.worker_pid
@@ -178,7 +188,7 @@ def test_worker_killed_mid_inference_fails_that_call(proxy, markers):
 
 
 def test_hang_past_the_deadline_kills_and_restarts(markers):
-    with ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers)}, timeout=2.0, grace=1.0) as proxy:
+    with start(fakes.make_echo, {"marker_dir": str(markers)}, timeout=2.0, grace=1.0) as proxy:
         old = proxy.worker_pid
         with pytest.raises(WorkerError, match=r"longer than 2 s.*killed"):
             proxy.infer(frame(16, 16), "block")
@@ -189,27 +199,29 @@ def test_hang_past_the_deadline_kills_and_restarts(markers):
 
 
 def test_close_leaves_no_process_and_no_shared_memory():
-    proxy = ProcessPolicy(fakes.make_echo)
+    proxy = start(fakes.make_echo)
     proxy.infer(frame(8, 8), "a")
-    pid, name = proxy.worker_pid, proxy.shm_name
-    assert shm_exists(name)
+    assert wait_until(lambda: proxy.spare_state() == "warm")
+    pid, spare, name = proxy.worker_pid, proxy.spare_pid, proxy.shm_name
+    assert shm_exists(name) and spare not in (0, pid)
     proxy.close()
-    assert dead(pid) and not shm_exists(name) and not workers_alive()
+    assert dead(pid) and dead(spare) and not shm_exists(name) and not workers_alive()
+    assert proxy.spare_pid == 0
     with pytest.raises(WorkerError, match="closed"):
         proxy.infer(frame(8, 8), "a")
     proxy.close()  # idempotent
 
 
 def test_garbage_collection_releases_the_worker_and_the_buffer():
-    proxy = ProcessPolicy(fakes.make_echo)
-    pid, name = proxy.worker_pid, proxy.shm_name
+    proxy = start(fakes.make_echo)
+    pid, spare, name = proxy.worker_pid, proxy.spare_pid, proxy.shm_name
     del proxy
     gc.collect()
-    assert dead(pid) and not shm_exists(name) and not workers_alive()
+    assert dead(pid) and dead(spare) and not shm_exists(name) and not workers_alive()
 
 
 def test_close_during_a_restart_ends_the_starting_worker(markers, caplog):
-    proxy = ProcessPolicy(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True})
+    proxy = start(fakes.make_echo, {"marker_dir": str(markers), "hold_restarts": True})
     old, name = proxy.worker_pid, proxy.shm_name
     os.kill(old, signal.SIGKILL)
     assert wait_until(lambda: dead(old))
@@ -224,9 +236,78 @@ def test_close_during_a_restart_ends_the_starting_worker(markers, caplog):
 def test_a_factory_error_is_raised_by_the_constructor_with_nothing_left_behind():
     before = {p.name for p in Path("/dev/shm").glob("psm_*")}
     with pytest.raises(CheckpointError, match=r"no model\.safetensors"):
-        ProcessPolicy(fakes.fail_to_build, {"reason": "no model.safetensors"})
+        start(fakes.fail_to_build, {"reason": "no model.safetensors"})
     assert not workers_alive()
     assert {p.name for p in Path("/dev/shm").glob("psm_*")} <= before
+
+
+def kill_and_wait_restarted(proxy: ProcessPolicy) -> int:
+    """SIGKILL the serving worker, let a call notice it, wait until a worker serves again; the old pid."""
+    old = proxy.worker_pid
+    os.kill(old, signal.SIGKILL)
+    assert wait_until(lambda: dead(old))
+    with pytest.raises(WorkerError, match="SIGKILL"):
+        proxy.infer(frame(8, 8), "a")
+    assert wait_until(lambda: proxy.ready)
+    return old
+
+
+def test_a_promoted_spare_skips_the_spawn_and_import_a_cold_restart_pays(markers, monkeypatch):
+    monkeypatch.setenv(fakes.IMPORT_DELAY_ENV, str(IMPORT_DELAY))  # every worker's import of the fakes is slow
+    (markers / "cold").mkdir()
+    with start(fakes.make_echo, {"marker_dir": str(markers / "cold")}, spare=False) as cold:
+        assert cold.spare_state() == "off" and cold.spare_pid == 0
+        kill_and_wait_restarted(cold)
+        st = cold.status()
+        assert st["worker_restart_from"] == "cold" and st["worker_restart_spawn_s"] >= IMPORT_DELAY
+        assert st["worker_restart_build_s"] > 0
+        assert st["worker_restart_s"] >= st["worker_restart_stop_s"] + IMPORT_DELAY + st["worker_restart_build_s"]
+    (markers / "warm").mkdir()
+    with start(fakes.make_echo, {"marker_dir": str(markers / "warm")}) as warm:
+        assert warm.status()["worker_restart_from"] == "none" and warm.last_restart is None
+        assert wait_until(lambda: warm.spare_state() == "warm")
+        spare = warm.spare_pid
+        assert (markers / "warm" / "starts").read_text() == "1"  # the spare imported, but built nothing
+        old = kill_and_wait_restarted(warm)
+        st = warm.status()
+        assert warm.worker_pid == spare and warm.infer(frame(8, 8), "a").actions[0, 6] == spare
+        assert st["worker_restart_from"] == "spare" and st["worker_restart_spawn_s"] == 0.0
+        assert st["worker_restart_build_s"] > 0 and warm.restarts == 1
+        assert st["worker_restart_s"] >= st["worker_restart_stop_s"] + st["worker_restart_build_s"]
+        # the next spare comes up in the background
+        assert wait_until(lambda: warm.spare_state() == "warm")
+        assert warm.spare_pid not in (0, old, spare) and (markers / "warm" / "starts").read_text() == "2"
+    assert not workers_alive()
+
+
+def test_a_lost_spare_means_a_cold_restart_then_a_new_spare(markers):
+    with start(fakes.make_echo, {"marker_dir": str(markers)}) as proxy:
+        assert wait_until(lambda: proxy.spare_state() == "warm")
+        spare = proxy.spare_pid
+        os.kill(spare, signal.SIGKILL)
+        assert wait_until(lambda: proxy.spare_state() == "lost")
+        kill_and_wait_restarted(proxy)
+        st = proxy.status()
+        assert st["worker_restart_from"] == "cold" and st["worker_restart_spawn_s"] > 0
+        assert proxy.worker_pid != spare
+        assert wait_until(lambda: proxy.spare_state() == "warm") and proxy.spare_pid not in (0, spare)
+    assert not workers_alive()
+
+
+def test_close_stops_a_spare_still_importing(markers, monkeypatch):
+    proxy = start(fakes.make_echo, {"marker_dir": str(markers)})
+    try:
+        assert wait_until(lambda: proxy.spare_state() == "warm")
+        first = proxy.spare_pid
+        monkeypatch.setenv(fakes.IMPORT_DELAY_ENV, "3600")  # the next spare never finishes importing
+        kill_and_wait_restarted(proxy)
+        assert proxy.worker_pid == first
+        assert wait_until(lambda: proxy.spare_pid not in (0, first))
+        spare, name = proxy.spare_pid, proxy.shm_name
+        assert proxy.spare_state() == "starting"
+    finally:
+        proxy.close()
+    assert dead(first) and dead(spare) and not shm_exists(name) and not workers_alive()
 
 
 @pytest.mark.slow

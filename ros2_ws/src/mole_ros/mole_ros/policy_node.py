@@ -55,7 +55,7 @@ from mole_inference.data import schema
 from mole_inference.errors import ConfigError, InputError
 from mole_inference.policy.contract import ActionChunk, Policy
 from mole_inference.policy.processing import MAX_IMAGE_SIDE
-from mole_inference.runtime.process_policy import ProcessPolicy
+from mole_inference.runtime.process_policy import TORCH_PRELOAD, ProcessPolicy
 from mole_ros import conversions as conv
 from mole_ros import qos
 from mole_ros.control_thread import ControlThread
@@ -139,8 +139,10 @@ def load_policy_for(cfg: PolicyNodeConfig) -> Policy:
     from mole_inference.runtime import load_policy
 
     if cfg.inference_process:
+        # the worker and its warm spare preload torch + the model code only for the torch backend
+        preload = TORCH_PRELOAD if cfg.backend == "torch" else ()
         return ProcessPolicy(load_policy, load_policy_kwargs(cfg), timeout=cfg.inference_timeout,
-                             threads=cfg.torch_threads)
+                             threads=cfg.torch_threads, preload=preload)
     return load_policy(**load_policy_kwargs(cfg))
 
 
