@@ -10,7 +10,8 @@ builds the real policy with `factory(**kwargs)`; the factory must be importable 
 function such as `mole_inference.runtime.load_policy`), so torch and CUDA live only in the worker. Frames go
 through one shared-memory buffer owned by the proxy (grown when a larger frame comes, never pickled); the request
 (segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request at
-a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker).
+a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker). The child's side
+and the message protocol live in process_worker.py; this module is the proxy that starts and supervises it.
 
 Warm spare (`spare=True`). A second process is started once the worker is ready; it imports the same modules and
 then waits, without building a policy (no second copy of the weights, only the imported code). A restart promotes
@@ -32,12 +33,9 @@ feed diagnostics.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import multiprocessing as mp
-import pickle
 import signal
-import sys
 import threading
 import time
 import weakref
@@ -50,7 +48,8 @@ from typing import Any
 import numpy as np
 
 from mole_inference.errors import InputError, WorkerError
-from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
+from mole_inference.policy.contract import ActionChunk, Policy
+from mole_inference.runtime.process_worker import chunk_from_wire, serve
 
 log = logging.getLogger(__name__)
 
@@ -65,90 +64,6 @@ TORCH_PRELOAD = (
     "transformers.models.siglip.modeling_siglip",
     "mole_inference.runtime.torch_backend",
 )
-
-
-# ---------------------------------------------------------------------------------------------------- worker side
-def _portable(err: BaseException) -> BaseException:
-    """`err` if it survives pickling (our typed errors do), else a WorkerError carrying its type and text."""
-    try:
-        pickle.loads(pickle.dumps(err))
-    except Exception:
-        return WorkerError(f"{type(err).__name__}: {err}")
-    return err
-
-
-def _import(modules: tuple[str, ...], optional: tuple[str, ...]) -> None:
-    """Import `optional` (skipped when it cannot be imported: the build then says why, if it needs it), then
-    `modules` (a failure is the factory's error)."""
-    for name in optional:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    for name in modules:
-        importlib.import_module(name)
-
-
-def _serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...], threads: int) -> None:
-    """Worker process main: import, say "warm", wait for the factory (a spare waits here), build, then answer
-    requests until EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C hits the whole process group: the proxy decides
-    try:
-        _import(modules, optional)
-    except BaseException as err:
-        conn.send(("error", _portable(err)))
-        return
-    conn.send(("warm", None))
-    try:
-        _, factory, kwargs = conn.recv()  # ("build", factory, kwargs); unpickling the factory may fail
-    except (EOFError, OSError):
-        return  # a spare that was never promoted: the proxy closed its end
-    except BaseException as err:
-        conn.send(("error", _portable(err)))
-        return
-    try:
-        policy = factory(**kwargs)
-        if threads > 0 and "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
-        info = {
-            "action_dt": policy.action_dt,
-            "chunk_size": policy.chunk_size,
-            "num_layers": policy.num_layers,
-            "policy_type": type(policy).__name__,
-        }
-    except BaseException as err:
-        conn.send(("error", _portable(err)))
-        return
-    conn.send(("ready", info))
-    shm: SharedMemory | None = None
-    try:
-        while True:
-            try:
-                request = conn.recv()
-            except (EOFError, OSError):
-                return  # the proxy closed its end (close()) or died
-            try:
-                if request[0] == "infer":
-                    _, name, shape, instruction, seed = request
-                    if shm is None or shm.name != name:
-                        if shm is not None:
-                            shm.close()
-                        shm = SharedMemory(name)
-                    # a copy: the policy owns its input, the buffer is the proxy's to overwrite
-                    image = np.ndarray(shape, np.uint8, buffer=shm.buf).copy()
-                    chunk = policy.infer(image, instruction, seed=seed)
-                    r = chunk.routing
-                    reply = (
-                        "ok",
-                        (chunk.actions, r.layers, r.probs, r.total_layers, chunk.timings_ms, chunk.action_dt),
-                    )
-                else:  # "reset"
-                    policy.reset()
-                    reply = ("ok", None)
-            except Exception as err:  # the policy's own failure: report it, keep serving
-                reply = ("raised", _portable(err))
-            conn.send(reply)
-    finally:
-        if shm is not None:
-            shm.close()
 
 
 # ---------------------------------------------------------------------------------------------------- proxy side
@@ -358,13 +273,11 @@ class ProcessPolicy(Policy):
             worker = self._serving()
             name = self._write_image(image)
             t0 = time.perf_counter()
-            actions, layers, probs, total_layers, timings, action_dt = self._call(
+            reply = self._call(
                 worker, ("infer", name, image.shape, instruction, None if seed is None else int(seed)), "inference"
             )
             self.calls += 1
-        timings = dict(timings)
-        timings["roundtrip"] = (time.perf_counter() - t0) * 1e3
-        return ActionChunk(actions, RoutingDecision(tuple(layers), probs, total_layers), timings, action_dt)
+        return chunk_from_wire(reply, roundtrip=(time.perf_counter() - t0) * 1e3)
 
     def reset(self) -> None:
         """Reset the worker's policy; a no-op while it restarts (the new one starts fresh)."""
@@ -539,7 +452,7 @@ class ProcessPolicy(Policy):
         """Start a worker process (registered for cleanup first); it imports, says "warm" and waits to build."""
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_serve,
+            target=serve,
             args=(child, self._modules, self.preload, self.threads),
             name="mole_inference_worker",
             daemon=True,
