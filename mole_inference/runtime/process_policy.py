@@ -171,12 +171,14 @@ class ProcessPolicy(Policy):
         image_bytes: int = DEFAULT_IMAGE_BYTES,
         spare: bool = True,
         preload: tuple[str, ...] = TORCH_PRELOAD,
+        niceness: int = 0,
     ) -> None:
         if timeout <= 0 or startup_timeout <= 0 or grace <= 0:
             raise ValueError(f"timeout={timeout}, startup_timeout={startup_timeout}, grace={grace}: must be > 0")
         self.factory, self.kwargs = factory, dict(kwargs or {})
         self.timeout, self.startup_timeout, self.threads, self.grace = timeout, startup_timeout, threads, grace
         self.spare, self.preload = spare, tuple(preload)
+        self.niceness = niceness  # added to the worker's OS nice value: the caller's control loop wins the CPU
         # the factory's module by name: a spare imports it before it knows the factory ("__main__" is there already)
         self._modules = () if factory.__module__ in (None, "__main__") else (factory.__module__,)
         self.restarts = 0  # workers started after the first
@@ -453,7 +455,7 @@ class ProcessPolicy(Policy):
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=serve,
-            args=(child, self._modules, self.preload, self.threads),
+            args=(child, self._modules, self.preload, self.threads, self.niceness),
             name="mole_inference_worker",
             daemon=True,
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pickle
 import signal
 import sys
@@ -69,10 +70,13 @@ def _import(modules: tuple[str, ...], optional: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
-def serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...], threads: int) -> None:
-    """Worker process main: import, say "warm", wait for the factory (a spare waits here), build, then answer
-    requests until EOF."""
+def serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...], threads: int,
+          niceness: int = 0) -> None:
+    """Worker process main: lower its priority by `niceness`, import, say "warm", wait for the factory (a spare
+    waits here), build, then answer requests until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C hits the whole process group: the proxy decides
+    if niceness > 0:  # on a machine with few cores the control loop's process must win the CPU over the model
+        os.nice(niceness)
     try:
         _import(modules, optional)
     except BaseException as err:

@@ -85,6 +85,8 @@ class PolicyNodeConfig:
     router: str = help_field("", "override the checkpoint's router type ('' = keep)")
     inference_process: bool = help_field(True, "run the model in a supervised worker process (false: on a thread "
                                           "of this process, sharing the control loop's GIL)")
+    inference_niceness: int = help_field(5, "added to the worker process's OS nice value (0-19), so the control "
+                                              "loop's process wins a busy CPU (inference_process)")
     inference_timeout: float = help_field(10.0, "seconds one inference may take in the worker process before it "
                                                 "is killed and restarted (inference_process)")
     torch_threads: int = help_field(1, "intra-op threads of the model (0 = torch default)")
@@ -119,6 +121,8 @@ class PolicyNodeConfig:
             raise ConfigError(f"output={self.output!r}: expected 'pose' or 'twist'")
         if self.gripper not in ("auto", "franka", "topic", "none"):
             raise ConfigError(f"gripper={self.gripper!r}: expected auto, franka, topic or none")
+        if not 0 <= self.inference_niceness <= 19:
+            raise ConfigError(f"inference_niceness={self.inference_niceness!r}: expected 0..19")
         if not self.inference_timeout > 0:
             raise ConfigError(f"inference_timeout={self.inference_timeout!r}: expected seconds > 0")
 
@@ -142,7 +146,7 @@ def load_policy_for(cfg: PolicyNodeConfig) -> Policy:
         # the worker and its warm spare preload torch + the model code only for the torch backend
         preload = TORCH_PRELOAD if cfg.backend == "torch" else ()
         return ProcessPolicy(load_policy, load_policy_kwargs(cfg), timeout=cfg.inference_timeout,
-                             threads=cfg.torch_threads, preload=preload)
+                             threads=cfg.torch_threads, preload=preload, niceness=cfg.inference_niceness)
     return load_policy(**load_policy_kwargs(cfg))
 
 
