@@ -90,13 +90,21 @@ def _last_episode_json(reader: Any, typestore: Typestore) -> str | None:
 
 
 def write_metadata_yaml(
-    path: str | Path, typestore: Typestore | None = None, custom_data: dict[str, str] | None = None
+    path: str | Path,
+    typestore: Typestore | None = None,
+    custom_data: dict[str, str] | None = None,
+    ros_distro: str = "jazzy",
 ) -> dict[str, int]:
-    """Rebuild `<bag>/metadata.yaml` (rosbag2 v9) from the bag's storage file; return per-topic counts."""
+    """Rebuild `<bag>/metadata.yaml` from the bag's storage file in the version `ros_distro`'s `ros2 bag` reads
+    (Jazzy 9; Humble 5, built as 8 and downgraded: data/rosbag2_versions.py); return per-topic counts."""
     from rosbags.rosbag2 import Reader
-    from rosbags.rosbag2.metadata import dump_qos_v9
+    from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
     from ruamel.yaml import YAML
 
+    from mole_inference.data.rosbag2_versions import DISTRO_METADATA_VERSION, downgrade, writer_version
+
+    built = writer_version(ros_distro)
+    dump_qos = dump_qos_v9 if built == 9 else dump_qos_v8
     path = Path(path)
     file = storage_file(path)
     ts = typestore or default_typestore()
@@ -113,7 +121,7 @@ def write_metadata_yaml(
                     "name": c.topic,
                     "type": c.msgtype,
                     "serialization_format": c.ext.serialization_format,
-                    "offered_qos_profiles": dump_qos_v9(c.ext.offered_qos_profiles),
+                    "offered_qos_profiles": dump_qos(c.ext.offered_qos_profiles),
                     "type_description_hash": c.digest
                     or (ts.hash_rihs01(c.msgtype) if c.msgtype in ts.fielddefs else ""),
                 },
@@ -123,7 +131,7 @@ def write_metadata_yaml(
         ]
     counts = {t["topic_metadata"]["name"]: t["message_count"] for t in topics}
     info = {
-        "version": 9,
+        "version": built,
         "storage_identifier": "mcap" if file.suffix == ".mcap" else "sqlite3",
         "relative_file_paths": [file.name],
         "duration": {"nanoseconds": duration},
@@ -143,6 +151,8 @@ def write_metadata_yaml(
         "custom_data": custom or None,
         "ros_distro": "rosbags",
     }
+    if DISTRO_METADATA_VERSION[ros_distro] < built:
+        info = downgrade(info, DISTRO_METADATA_VERSION[ros_distro])
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     text = StringIO()
@@ -153,8 +163,9 @@ def write_metadata_yaml(
     return counts
 
 
-def recover_bag(path: str | Path, typestore: Typestore | None = None) -> RecoveryReport:
-    """Make an unclosed episode bag readable (see module docstring); a closed bag is left untouched.
+def recover_bag(path: str | Path, typestore: Typestore | None = None, ros_distro: str = "jazzy") -> RecoveryReport:
+    """Make an unclosed episode bag readable (see module docstring); a closed bag is left untouched. The rebuilt
+    metadata.yaml is in the version `ros_distro`'s `ros2 bag` reads (the recorder passes its own `ros_distro`).
 
     Raises InputError when nothing was flushed before the crash (no complete chunk / no committed row).
     """
@@ -172,6 +183,6 @@ def recover_bag(path: str | Path, typestore: Typestore | None = None) -> Recover
         dropped = repair_mcap(file).dropped_bytes
     elif storage == "sqlite3":
         _rollback_sqlite(file)
-    counts = write_metadata_yaml(path, typestore, {RECOVERED_CUSTOM_KEY: "true"})
+    counts = write_metadata_yaml(path, typestore, {RECOVERED_CUSTOM_KEY: "true"}, ros_distro)
     log.warning("recovered unclosed bag %s: %s", path, counts)
     return RecoveryReport(path, storage, True, counts, dropped)

@@ -138,3 +138,22 @@ def test_bad_distro_and_downgrade_inputs_are_config_errors(tmp_path):
         EpisodeBagWriter(tmp_path / "bag", ros_distro="foxy")
     with pytest.raises(ConfigError, match="version-8"):
         downgrade({"version": 9}, 5)
+
+
+@pytest.mark.parametrize("target", ["humble", "jazzy"])
+def test_a_recovered_bag_gets_the_metadata_its_distro_reads(tmp_path, target):
+    """recover_bag(ros_distro=...) rebuilds metadata.yaml after a crash in the version that distro reads."""
+    import shutil
+
+    from mole_inference.data.bag_recovery import recover_bag, storage_file
+
+    _write_bag(tmp_path / "bag", "jazzy")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(storage_file(tmp_path / "bag"), crashed / "crashed.mcap")  # no metadata.yaml: never closed
+    assert recover_bag(crashed, ros_distro=target).repaired
+    doc = yaml.safe_load((crashed / "metadata.yaml").read_text())
+    assert doc["rosbag2_bagfile_information"]["version"] == DISTRO_METADATA_VERSION[target]
+    for distro in ("humble", "jazzy") if target == "humble" else ("jazzy",):
+        read_as(distro, doc)
+    assert read_episode(crashed).instructions == ["pick"]
