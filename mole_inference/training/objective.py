@@ -163,6 +163,9 @@ class MoLeObjective(nn.Module):
         selected = gate.detach()  # exactly the 0/1 top-k mask in value
         parts["lb_eq3"] = load_balance_eq3(selected)
         parts["lb"] = load_balance_surrogate(router.probs, selected, t.load_balance)
+        # spread of the router's layer logits (std over layers, batch mean); near 0 the router has collapsed to
+        # uniform scores (seen on the tiny preset: dead spatial MLP, saturated alpha) and top-k is a fixed pattern
+        parts["router_spread"] = router.logits.detach().float().std(dim=-1).mean()
         if self.uses_teacher:
             if teacher_hidden is None:
                 raise ValueError(f"training.distill={t.distill!r} needs teacher_hidden")

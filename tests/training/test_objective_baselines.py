@@ -33,3 +33,27 @@ def test_one_objective_step(micro_cfg, router, kl_mask, blend):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)  # none unused (DDP)
     if router == "mod":  # the token scorers learn through the straight-through weight
         assert student.router.scorer.weight.grad.abs().sum() > 0
+
+
+def test_router_spread_reports_a_collapsed_router(micro_cfg):
+    """`router_spread` (std of the layer logits) is > 0 for a fresh STAR router and exactly 0 once the spatial
+    MLP is dead and alpha saturated (what the load-balance term drove the tiny preset's router to)."""
+    cfg = micro_cfg("star", distill="none")
+    torch.manual_seed(0)
+    student = MoLeVLA(cfg)
+    objective = MoLeObjective(student, cfg)
+    b, t = 2, cfg.llm.max_text_tokens
+    pixels, ids = torch.rand(b, 3, 28, 28), torch.randint(4, 200, (b, t))
+    mask = torch.ones(b, t, dtype=torch.bool)
+    actions = torch.rand(b, cfg.action_head.chunk_size, cfg.action_head.action_dim) * 2 - 1
+    noise, steps, drop = draw_diffusion(b, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+
+    def spread() -> float:
+        return objective(pixels, ids, mask, actions, noise, steps, drop)["router_spread"].item()
+
+    assert spread() > 1e-3
+    router = student.router
+    with torch.no_grad():
+        router.spatial[0].bias.fill_(-1e4)  # every hidden unit off: S = 0 for all layers
+        router.sharpness.bias.fill_(1e4)  # alpha = 1: T ignored
+    assert spread() == 0.0
