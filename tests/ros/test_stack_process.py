@@ -70,12 +70,17 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
     camera_on, stop = threading.Event(), threading.Event()
     camera_on.set()
 
+    sent = {"poses": 0, "images": 0}
+    before = dict(sent)  # what was sent when the episode started (set at the start command)
+
     def feed() -> None:
         i = 0
         while not stop.is_set():
             pose_pub.publish(msgs.pose(ros.now_ns()))
+            sent["poses"] += 1
             if i % 5 == 0 and camera_on.is_set():
                 image_pub.publish(msgs.image(ros.now_ns(), size=96))
+                sent["images"] += 1
             i += 1
             time.sleep(0.01)
 
@@ -89,6 +94,7 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
         engaged = wait(lambda: any(source_of(m) == "policy" for _, m in list(deltas.items)), 40.0)
         assert engaged, "stack never drove from the policy:\n" + "".join(log[-30:])
         command_pub.publish(String(data=json.dumps({"command": "start", "task": "cup", "operator": "ci"})))
+        before = dict(sent)
         t0 = time.monotonic()
         time.sleep(2.0)  # record a stretch of driving (rates and jitter: benchmarks/control_jitter.py)
         assert wait(lambda: len(targets.since(t0)) >= 50, 20.0), "the stack stopped publishing targets"
@@ -124,7 +130,12 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
     [bag] = list_episodes(tmp_path / "episodes")  # complete: has metadata.yaml
     ep = read_episode(bag, decode_images=False)
     assert ep.metadata.task == "cup" and "shut down mid-episode" in ep.metadata.notes
-    # >= 2.5 s recorded at 20 Hz images / 100 Hz poses (best-effort delivery on a loaded machine drops some)
-    assert len(ep.frames[schema.IMAGE_TOPIC]) > 10 and len(ep.measured_poses) > 100
+    during = {k: sent[k] - before[k] for k in sent}
+    # against what the feeder sent from the start command to SIGINT (less what arrived before the recorder opened
+    # the bag): poses and images reach the recorder best effort with depth 1, as from the robot, so some drop on a
+    # loaded machine; most must arrive
+    assert len(ep.measured_poses) >= 0.5 * during["poses"] > 0, (len(ep.measured_poses), during)
+    assert len(ep.frames[schema.IMAGE_TOPIC]) >= 0.3 * during["images"] > 0, (len(ep.frames[schema.IMAGE_TOPIC]),
+                                                                               during)
     assert len(ep.deltas) > 100 and {"policy", "hold"} <= set(ep.delta_sources.tolist())
     assert ep.instructions == ["pick up the cup"]

@@ -21,6 +21,17 @@ def missing_sim_reason() -> str | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (`usefixtures`): the tiny models run fastest so, and several threads on a
+    busy 2-core box are up to 100x slower."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pick_env():
     """A 10 Hz pick env rendering both cameras, shared by the read-only tests."""

@@ -11,19 +11,10 @@ import yaml
 from tests.sim.conftest import missing_sim_reason
 
 pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not None,
-                                                  reason=str(missing_sim_reason()))]
+                                                  reason=str(missing_sim_reason())),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 VARIANTS = ["full", "star_cogkd", "dynamic_exit"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The micro model is fastest on one thread (several threads on a busy 2-core box are far slower)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

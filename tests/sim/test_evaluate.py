@@ -11,17 +11,8 @@ import pytest
 from tests.sim.conftest import missing_sim_reason
 
 pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not None,
-                                                  reason=str(missing_sim_reason()))]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model is fastest on one thread (several threads on a busy 2-core box are 100x slower)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+                                                  reason=str(missing_sim_reason())),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_cli_eval_end_to_end(tmp_path, capsys):

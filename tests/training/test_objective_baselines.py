@@ -9,6 +9,17 @@ from mole_inference.model.vla import MoLeVLA
 from mole_inference.training.objective import MoLeObjective, draw_diffusion
 
 
+def _batch(cfg, b: int = 2) -> tuple[torch.Tensor, ...]:
+    """pixels, ids, text mask, actions, and the diffusion draw of one random micro batch (after the model's init,
+    so the draws follow `torch.manual_seed` as before)."""
+    t = cfg.llm.max_text_tokens
+    pixels, ids = torch.rand(b, 3, 28, 28), torch.randint(4, 200, (b, t))
+    mask = torch.ones(b, t, dtype=torch.bool)
+    actions = torch.rand(b, cfg.action_head.chunk_size, cfg.action_head.action_dim) * 2 - 1
+    noise, steps, drop = draw_diffusion(b, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    return pixels, ids, mask, actions, noise, steps, drop
+
+
 @pytest.mark.parametrize("router, kl_mask, blend", [("mod", "token_weight", "alpha"),
                                                     ("dynamic_exit", "in_softmax", "alpha"),
                                                     ("star", "token_weight", "sum"), ("star", "in_softmax", "alpha")])
@@ -19,11 +30,7 @@ def test_one_objective_step(micro_cfg, router, kl_mask, blend):
     student = MoLeVLA(cfg)
     teacher = copy.deepcopy(student).eval()
     objective = MoLeObjective(student, cfg)
-    b, t = 2, cfg.llm.max_text_tokens
-    pixels, ids = torch.rand(b, 3, 28, 28), torch.randint(4, 200, (b, t))
-    mask = torch.ones(b, t, dtype=torch.bool)
-    actions = torch.rand(b, cfg.action_head.chunk_size, cfg.action_head.action_dim) * 2 - 1
-    noise, steps, drop = draw_diffusion(b, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    pixels, ids, mask, actions, noise, steps, drop = _batch(cfg)
     with torch.no_grad():
         teacher_hidden = teacher.forward_train(pixels, ids, mask, full=True)[0]
     parts = objective(pixels, ids, mask, actions, noise, steps, drop, teacher_hidden=teacher_hidden)
@@ -42,14 +49,10 @@ def test_router_spread_reports_a_collapsed_router(micro_cfg):
     torch.manual_seed(0)
     student = MoLeVLA(cfg)
     objective = MoLeObjective(student, cfg)
-    b, t = 2, cfg.llm.max_text_tokens
-    pixels, ids = torch.rand(b, 3, 28, 28), torch.randint(4, 200, (b, t))
-    mask = torch.ones(b, t, dtype=torch.bool)
-    actions = torch.rand(b, cfg.action_head.chunk_size, cfg.action_head.action_dim) * 2 - 1
-    noise, steps, drop = draw_diffusion(b, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    batch = _batch(cfg)
 
     def spread() -> float:
-        return objective(pixels, ids, mask, actions, noise, steps, drop)["router_spread"].item()
+        return objective(*batch)["router_spread"].item()
 
     assert spread() > 1e-3
     router = student.router

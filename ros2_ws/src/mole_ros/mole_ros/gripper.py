@@ -285,33 +285,33 @@ class GripperOutput:
             self.server_ready, self._sent = True, state
             self.goals_sent += 1
         sent = client.send_goal_async(goal)
-        self._notify_when_done(sent)
-        with self._cond:
-            if not self._wait(lambda: sent.done() or superseded(), s.result_timeout):
-                if self._running:
-                    self._fail(f"{name} goal not acknowledged within {s.result_timeout:g} s")
-                return
-            if not sent.done():
-                return  # superseded before it was acknowledged
+        if not self._await(sent, superseded, f"{name} goal not acknowledged within {s.result_timeout:g} s"):
+            return
         handle = sent.result()
         if handle is None or not handle.accepted:
             with self._cond:
                 self._fail(f"{name} goal rejected by {s.action_ns}/{name}")
             return
         done = handle.get_result_async()
-        self._notify_when_done(done)
+        if not self._await(done, superseded, f"{name} goal without result within {s.result_timeout:g} s"):
+            return  # (superseded: the next goal preempts this one, its outcome does not matter)
         with self._cond:
-            if not self._wait(lambda: done.done() or superseded(), s.result_timeout):
-                if self._running:
-                    self._fail(f"{name} goal without result within {s.result_timeout:g} s")
-                return
-            if not done.done():
-                return  # superseded: the next goal preempts this one, its outcome does not matter
             response = done.result()
             if response.status != GoalStatus.STATUS_SUCCEEDED or not response.result.success:
                 self._fail(f"{name} to state {state:g} failed: {response.result.error or f'status {response.status}'}")
                 return
             self.last_error = ""  # the gripper works (again)
+
+    def _await(self, future: Any, superseded: Callable[[], bool], late: str) -> bool:
+        """Wait until `future` is done (True) or a newer state supersedes it (False); past `result_timeout`,
+        report `late` (unless stopping) and give up (False)."""
+        self._notify_when_done(future)
+        with self._cond:
+            if not self._wait(lambda: future.done() or superseded(), self.settings.result_timeout):
+                if self._running:
+                    self._fail(late)
+                return False
+            return future.done()
 
     def _notify_when_done(self, future: Any) -> None:
         def wake(_: Any) -> None:
