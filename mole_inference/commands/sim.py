@@ -91,6 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take over when policy and expert translations differ by this over --window (m)")
     c.add_argument("--window", type=float, default=0.5, help="seconds over which the deviation is summed")
     c.add_argument("--give-up", type=float, default=0.7, help="take over after this share of the time limit")
+    c.add_argument("--gripper-window", type=float, default=0.3,
+                   help="take over when the policy's gripper disagrees with the expert's this long (s; 0: never) "
+                   "within --gripper-near of the target cube")
+    c.add_argument("--gripper-near", type=float, default=0.08, help="see --gripper-window (m)")
     c.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m")
     c.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -165,7 +169,8 @@ def run_interventions(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    rule = TakeoverRule(deviation=args.deviation, window_s=args.window, give_up_fraction=args.give_up)
+    rule = TakeoverRule(deviation=args.deviation, window_s=args.window, give_up_fraction=args.give_up,
+                        gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
                      start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True)
     policy = load_policy(checkpoint=args.checkpoint)

@@ -8,7 +8,10 @@ the recoveries it needed. Here the scripted expert is the operator. Each control
   `ChunkScheduler` (rate-split per tick) through the robot's `SafetyEnvelope`; the expert plans alongside;
 - the expert takes over (for the rest of the episode, as an operator finishing the task) when the policy's
   commanded translation over the last `window_s` differs from the expert's by more than `deviation` metres,
-  or when `give_up_fraction` of the episode's time has passed without success;
+  when the policy's gripper (open or closed) has disagreed with the expert's for `gripper_s` with the TCP
+  within `gripper_near` of the target cube (closing beside the cube, or letting go of it, is what an operator
+  stops; fingers closed in free space do no harm), or when `give_up_fraction` of the episode's time has passed
+  without success;
 - bags are written by `record_episode` (the demonstrations' code path): ticks labelled `policy` carry the delta
   the policy had sent, ticks labelled `teleop` the expert's action.
 
@@ -35,10 +38,14 @@ class TakeoverRule:
     deviation: float = 0.03  # m between the policy's and the expert's summed translations over the window
     window_s: float = 0.5
     give_up_fraction: float = 0.7  # of the task's time limit, without success
+    gripper_s: float = 0.3  # s the policy's gripper (open/closed) may disagree with the expert's; 0: never
+    gripper_near: float = 0.08  # m from the target cube's centre within which a gripper disagreement counts
 
     def __post_init__(self) -> None:
         check(self.deviation > 0, "deviation", self.deviation, "must be > 0 m")
         check(self.window_s > 0, "window_s", self.window_s, "must be > 0 s")
+        check(self.gripper_s >= 0, "gripper_s", self.gripper_s, "must be >= 0 s (0: the gripper never triggers)")
+        check(self.gripper_near > 0, "gripper_near", self.gripper_near, "must be > 0 m")
         check(0 < self.give_up_fraction <= 1, "give_up_fraction", self.give_up_fraction, "must be in (0, 1]")
 
 
@@ -54,6 +61,7 @@ class InterventionActor:
         self._scheduler: Any = None
         self._envelope: Any = None
         self._gaps: deque[np.ndarray] = deque()
+        self._gripper_disagree = 0  # consecutive ticks
         self._seed = 0
 
     def reset(self, env: Any, seed: int) -> None:
@@ -70,6 +78,7 @@ class InterventionActor:
         self._envelope = safety_envelope(self.control_dt)
         self._gaps = deque(maxlen=max(1, round(self.rule.window_s / self.control_dt)))
         self.took_over_at = None
+        self._gripper_disagree = 0
         self._seed = seed
         if hasattr(self.policy, "env"):  # the scripted expert as the policy (tests, ceilings) reads the sim
             self.policy.env = env
@@ -82,7 +91,8 @@ class InterventionActor:
         from mole_inference.sim.controller import GRIPPER_OPEN
         from mole_inference.sim.evaluate import command_to_env_delta
 
-        expert = self._expert.act(env.state())  # the operator plans along, whoever drives
+        state = env.state()
+        expert = self._expert.act(state)  # the operator plans along, whoever drives
         if self.took_over_at is None:
             now = tick * self.control_dt
             if frame is not None:
@@ -97,8 +107,13 @@ class InterventionActor:
             self._gaps.append(action[:3] - expert[:3])
             drifted = len(self._gaps) == self._gaps.maxlen and np.linalg.norm(np.sum(self._gaps, axis=0)) > \
                 self.rule.deviation
+            near = np.linalg.norm(state.ee_pos - state.objects[env.task.target].pos) <= self.rule.gripper_near
+            closed = (action[6] < 0.5, expert[6] < 0.5)
+            self._gripper_disagree = self._gripper_disagree + 1 if near and closed[0] != closed[1] else 0
+            gripper_wrong = self.rule.gripper_s > 0 and \
+                self._gripper_disagree * self.control_dt >= self.rule.gripper_s - 1e-9
             late = tick >= self.rule.give_up_fraction * env.max_steps
-            if not (drifted or late):
+            if not (drifted or gripper_wrong or late):
                 return action, action.copy(), Source.POLICY.value
             self.took_over_at = tick
         return expert, expert.copy(), Source.TELEOP.value

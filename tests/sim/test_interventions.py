@@ -23,13 +23,26 @@ class SidewaysPolicy(Policy):
         return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
 
 
-def collect(tmp_path, policy):
+def collect(tmp_path, policy, task="touch", rule=None):
     from mole_inference.sim.demos import DemoConfig
     from mole_inference.sim.interventions import collect_interventions
 
-    cfg = DemoConfig(tasks=("touch",), episodes=1, seed=11, noise_trans=0.0, dart=False)
-    summary, stats = collect_interventions(policy, str(tmp_path), cfg)
-    return summary.results[-1], stats["touch"]
+    cfg = DemoConfig(tasks=(task,), episodes=1, seed=11, noise_trans=0.0, dart=False)
+    summary, stats = collect_interventions(policy, str(tmp_path), cfg, rule)
+    return summary.results[-1], stats[task]
+
+
+def closed_gripper_expert():
+    """Goes exactly where the expert goes, but with the fingers closed: only the gripper rule can fire."""
+    from mole_inference.sim.expert_policy import ExpertPolicy
+
+    class ClosedGripper(ExpertPolicy):
+        def infer(self, image, instruction, *, seed=None):
+            chunk = super().infer(image, instruction, seed=seed)
+            chunk.actions[:, 6] = 0.0
+            return chunk
+
+    return ClosedGripper()
 
 
 def test_a_drifting_policy_is_taken_over_and_both_sources_are_recorded(tmp_path):
@@ -51,3 +64,22 @@ def test_a_policy_that_does_what_the_expert_would_is_left_alone(tmp_path):
 
     result, stats = collect(tmp_path, ExpertPolicy())
     assert stats.takeovers == 0 and result.success and stats.policy_successes == 1
+
+
+def test_a_gripper_closed_near_the_cube_where_the_expert_keeps_it_open_is_taken_over(tmp_path):
+    """Closed fingers in free space are left alone; over the cube (TCP within `gripper_near`) the rule fires after
+    `gripper_s`, before the closed fingers reach the cube (which is when the translation rule alone would fire)."""
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.interventions import TakeoverRule
+
+    def first_teleop(name, rule):
+        result, stats = collect(tmp_path / name, closed_gripper_expert(), "pick", rule)
+        assert stats.takeovers == 1 and result.success  # the operator finishes the pick
+        sources = list(read_episode(result.path, decode_images=False).delta_sources)
+        return sources.index("teleop")
+
+    everywhere = first_teleop("everywhere", TakeoverRule(gripper_s=0.3, gripper_near=10.0))
+    over_cube = first_teleop("over", TakeoverRule(gripper_s=0.3, gripper_near=0.12))  # hovering 11 cm above it
+    no_rule = first_teleop("off", TakeoverRule(gripper_s=0.0))
+    assert 0.3 / 0.02 - 1 <= everywhere <= 0.3 / 0.02 + 6  # 15 ticks of disagreement (+ the first frame's wait)
+    assert everywhere + 20 < over_cube < no_rule - 10
