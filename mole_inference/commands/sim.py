@@ -88,8 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="first layout seed (use seeds apart from eval seeds)")
     c.add_argument("--out", type=Path, required=True, help="root folder; bags go to OUT/<task>/episode_*")
     c.add_argument("--deviation", type=float, default=0.03,
-                   help="take over when policy and expert translations differ by this over --window (m)")
+                   help="take over when the TCP gets this much farther from the expert's waypoint in --window (m)")
     c.add_argument("--window", type=float, default=0.5, help="seconds over which the deviation is summed")
+    c.add_argument("--stall", type=float, default=1.0,
+                   help="take over when the TCP gets no 1 cm closer to a waypoint 3 cm away in this long (s; 0: never)")
     c.add_argument("--give-up", type=float, default=0.7, help="take over after this share of the time limit")
     c.add_argument("--gripper-window", type=float, default=0.3,
                    help="take over when the policy's gripper disagrees with the expert's this long (s; 0: never) "
@@ -170,7 +172,7 @@ def run_interventions(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     rule = TakeoverRule(deviation=args.deviation, window_s=args.window, give_up_fraction=args.give_up,
-                        gripper_s=args.gripper_window, gripper_near=args.gripper_near)
+                        stall_s=args.stall, gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
                      start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True)
     policy = load_policy(checkpoint=args.checkpoint)

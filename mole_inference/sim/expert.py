@@ -91,6 +91,11 @@ class ScriptedExpert:
         self._last = waypoint
         return self._delta(state, waypoint)
 
+    @property
+    def waypoint_pos(self) -> np.ndarray | None:
+        """Where the plan's current waypoint puts the TCP (None before the first `act`)."""
+        return None if self._last is None else np.asarray(self._last.pos, dtype=float)
+
     def _delta(self, state: SceneState, wp: Waypoint) -> np.ndarray:
         gain = min(1.0, self.control_dt / RESPONSE_TIME)
         step = gain * (wp.pos - state.ee_pos)

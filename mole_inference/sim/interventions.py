@@ -6,12 +6,14 @@ the recoveries it needed. Here the scripted expert is the operator. Each control
 
 - while the policy drives, a new chunk is inferred from every wrist frame and stepped by the robot's
   `ChunkScheduler` (rate-split per tick) through the robot's `SafetyEnvelope`; the expert plans alongside;
-- the expert takes over (for the rest of the episode, as an operator finishing the task) when the policy's
-  commanded translation over the last `window_s` differs from the expert's by more than `deviation` metres,
+- the expert takes over (for the rest of the episode, as an operator finishing the task) when the TCP gets
+  `deviation` metres farther from the expert's current target (its waypoint) within `window_s`, measured level
+  (heading the wrong way; descending early is a path's shape, not a fault), when it gets no `stall_progress`
+  closer to a target `stall_far` away within `stall_s` (stuck, dithering, or descending beside the cube),
   when the policy's gripper (open or closed) has disagreed with the expert's for `gripper_s` with the TCP
   within `gripper_near` of the target cube (closing beside the cube, or letting go of it, is what an operator
   stops; fingers closed in free space do no harm), or when `give_up_fraction` of the episode's time has passed
-  without success;
+  without success; `reason` says which;
 - bags are written by `record_episode` (the demonstrations' code path): ticks labelled `policy` carry the delta
   the policy had sent, ticks labelled `teleop` the expert's action.
 
@@ -35,8 +37,11 @@ from mole_inference.policy.contract import Policy
 class TakeoverRule:
     """When the simulated operator takes over."""
 
-    deviation: float = 0.03  # m between the policy's and the expert's summed translations over the window
+    deviation: float = 0.03  # m the TCP may get farther from the expert's current target over the window
     window_s: float = 0.5
+    stall_s: float = 1.0  # s without `stall_progress` closer to a target more than `stall_far` away; 0: never
+    stall_progress: float = 0.01  # m
+    stall_far: float = 0.03  # m
     give_up_fraction: float = 0.7  # of the task's time limit, without success
     gripper_s: float = 0.3  # s the policy's gripper (open/closed) may disagree with the expert's; 0: never
     gripper_near: float = 0.08  # m from the target cube's centre within which a gripper disagreement counts
@@ -44,6 +49,7 @@ class TakeoverRule:
     def __post_init__(self) -> None:
         check(self.deviation > 0, "deviation", self.deviation, "must be > 0 m")
         check(self.window_s > 0, "window_s", self.window_s, "must be > 0 s")
+        check(self.stall_s >= 0, "stall_s", self.stall_s, "must be >= 0 s (0: stalling never triggers)")
         check(self.gripper_s >= 0, "gripper_s", self.gripper_s, "must be >= 0 s (0: the gripper never triggers)")
         check(self.gripper_near > 0, "gripper_near", self.gripper_near, "must be > 0 m")
         check(0 < self.give_up_fraction <= 1, "give_up_fraction", self.give_up_fraction, "must be in (0, 1]")
@@ -57,10 +63,13 @@ class InterventionActor:
     def __init__(self, policy: Policy, control_dt: float, rule: TakeoverRule | None = None) -> None:
         self.policy, self.control_dt, self.rule = policy, control_dt, rule or TakeoverRule()
         self.took_over_at: int | None = None  # tick of the takeover in the current episode
+        self.reason = ""  # which rule fired: away, stall, gripper, time
         self._expert: Any = None
         self._scheduler: Any = None
         self._envelope: Any = None
-        self._gaps: deque[np.ndarray] = deque()
+        self._distances: deque[tuple[float, float]] = deque()  # TCP to the expert's waypoint (xy, 3-D) since it began
+        self._waypoint: np.ndarray | None = None
+        self._drift_kind = "away"
         self._gripper_disagree = 0  # consecutive ticks
         self._seed = 0
 
@@ -76,8 +85,9 @@ class InterventionActor:
         dt = self.policy.action_dt
         self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt))
         self._envelope = safety_envelope(self.control_dt)
-        self._gaps = deque(maxlen=max(1, round(self.rule.window_s / self.control_dt)))
-        self.took_over_at = None
+        self._distances = deque(maxlen=1 + round(max(self.rule.window_s, self.rule.stall_s) / self.control_dt))
+        self._waypoint = None
+        self.took_over_at, self.reason = None, ""
         self._gripper_disagree = 0
         self._seed = seed
         if hasattr(self.policy, "env"):  # the scripted expert as the policy (tests, ceilings) reads the sim
@@ -104,19 +114,38 @@ class InterventionActor:
             command = self._envelope.apply(measured, self._scheduler.next_action(now), Source.POLICY)
             gripper = command.gripper if command.gripper is not None else GRIPPER_OPEN
             action = command_to_env_delta(env, command, gripper)
-            self._gaps.append(action[:3] - expert[:3])
-            drifted = len(self._gaps) == self._gaps.maxlen and np.linalg.norm(np.sum(self._gaps, axis=0)) > \
-                self.rule.deviation
+            drifted = self._drifted(state.ee_pos, self._expert.waypoint_pos)
             near = np.linalg.norm(state.ee_pos - state.objects[env.task.target].pos) <= self.rule.gripper_near
             closed = (action[6] < 0.5, expert[6] < 0.5)
             self._gripper_disagree = self._gripper_disagree + 1 if near and closed[0] != closed[1] else 0
             gripper_wrong = self.rule.gripper_s > 0 and \
                 self._gripper_disagree * self.control_dt >= self.rule.gripper_s - 1e-9
             late = tick >= self.rule.give_up_fraction * env.max_steps
-            if not (drifted or gripper_wrong or late):
+            reasons = {self._drift_kind: drifted, "gripper": gripper_wrong, "time": late}
+            if not any(reasons.values()):
                 return action, action.copy(), Source.POLICY.value
-            self.took_over_at = tick
+            self.took_over_at, self.reason = tick, "+".join(k for k, v in reasons.items() if v)
         return expert, expert.copy(), Source.TELEOP.value
+
+    def _drifted(self, tcp: np.ndarray, waypoint: np.ndarray | None) -> bool:
+        """Heading away from, or stuck short of, the expert's current waypoint (a jump of the waypoint, the plan's
+        next phase, starts a fresh history)."""
+        if waypoint is None:
+            return False
+        if self._waypoint is None or np.linalg.norm(waypoint - self._waypoint) > 0.01:
+            self._distances.clear()
+        self._waypoint = waypoint.copy()
+        self._distances.append((float(np.linalg.norm((waypoint - tcp)[:2])), float(np.linalg.norm(waypoint - tcp))))
+        planar, d = [x[0] for x in self._distances], [x[1] for x in self._distances]
+        ticks = len(d) - 1
+        window = round(self.rule.window_s / self.control_dt)
+        if ticks >= window and planar[-1] - planar[-1 - window] > self.rule.deviation:
+            self._drift_kind = "away"
+            return True
+        self._drift_kind = "stall"
+        stall = round(self.rule.stall_s / self.control_dt)
+        return self.rule.stall_s > 0 and ticks >= stall and d[-1] > self.rule.stall_far and \
+            d[-1 - stall] - d[-1] < self.rule.stall_progress
 
 
 @dataclass

@@ -83,3 +83,33 @@ def test_a_gripper_closed_near_the_cube_where_the_expert_keeps_it_open_is_taken_
     no_rule = first_teleop("off", TakeoverRule(gripper_s=0.0))
     assert 0.3 / 0.02 - 1 <= everywhere <= 0.3 / 0.02 + 6  # 15 ticks of disagreement (+ the first frame's wait)
     assert everywhere + 20 < over_cube < no_rule - 10
+
+
+def drift_rule_on(path, waypoint, rule=None):
+    """Feed `_drifted` a TCP path (one position per 20 ms tick) towards a fixed waypoint; the first tick that fires."""
+    from collections import deque
+
+    from mole_inference.sim.interventions import InterventionActor, TakeoverRule
+
+    actor = InterventionActor(policy=None, control_dt=0.02, rule=rule or TakeoverRule())
+    actor._distances = deque(maxlen=1 + round(1.0 / 0.02))
+    for tick, tcp in enumerate(path):
+        if actor._drifted(np.asarray(tcp, float), np.asarray(waypoint, float)):
+            return tick, actor._drift_kind
+    return None, None
+
+
+def test_the_drift_rule_tells_a_wrong_turn_and_a_stall_from_another_path_shape():
+    waypoint = [0.45, 0.0, 0.13]
+    steps = np.linspace(0, 1, 60)[:, None]
+    dive_then_level = np.concatenate([[0.35, 0.0, 0.30] + steps * [0.0, 0.0, -0.17],  # straight down first
+                                      [0.35, 0.0, 0.13] + steps * [0.10, 0.0, 0.0]])
+    assert drift_rule_on(dive_then_level, waypoint) == (None, None)  # approaches all along: not stopped
+    wrong_cube = [0.35, 0.0, 0.30] + steps * [-0.10, 0.10, 0.0]
+    assert drift_rule_on(wrong_cube, waypoint)[1] == "away"
+    beside_and_down = [0.45, 0.03, 0.13] + steps * [0.0, 0.0, -0.10]  # xy stays 3 cm off while descending
+    tick, kind = drift_rule_on(beside_and_down, waypoint)
+    assert kind == "stall" and tick == 50  # one stall_s of no progress
+    parked = np.tile([0.40, 0.0, 0.13], (60, 1))
+    assert drift_rule_on(parked, waypoint)[1] == "stall"
+    assert drift_rule_on(parked, [0.41, 0.0, 0.13]) == (None, None)  # within stall_far: holding is fine
