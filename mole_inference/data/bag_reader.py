@@ -39,14 +39,23 @@ def list_episodes(root: str | Path, include_incomplete: bool = False) -> list[Pa
     """Episode bag directories under `root` (any depth), sorted by path, i.e. by time for our names.
 
     Unclosed bags (no metadata.yaml: the recorder crashed) are left out unless `include_incomplete`;
-    `bag_recovery.recover_bag` makes them readable.
+    `bag_recovery.recover_bag` makes them readable. Symlinked folders are followed (a training set is often
+    a folder of links to recording sessions), each real folder once.
     """
+    import os
+
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"episode root {root} is not a directory")
-    found = {p.parent for p in root.rglob("metadata.yaml")}
-    if include_incomplete:
-        found |= {p.parent for pat in ("*.mcap", "*.db3") for p in root.rglob(pat)}
+    found, seen = set(), set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link cycle, or two links to one folder
+            dirs.clear()
+            continue
+        seen.add(real)
+        if "metadata.yaml" in files or (include_incomplete and any(f.endswith((".mcap", ".db3")) for f in files)):
+            found.add(Path(here))
     return sorted(found)
 
 

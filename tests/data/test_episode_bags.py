@@ -214,3 +214,18 @@ def test_list_episodes_sorted(tmp_path):
     assert [read_episode(p, decode_images=False).metadata.start_ns for p in found] == [T0, T0 + 10**9, T0 + 2 * 10**9]
     with pytest.raises(InputError):
         list_episodes(tmp_path / "nope")
+
+
+def test_list_episodes_follows_folder_links_once(tmp_path):
+    """A training set as a folder of links to recording sessions: every bag found, none twice, cycles ignored."""
+    for name, t in (("session_1", T0), ("session_2", T0 + 10**9)):
+        EpisodeBagWriter(new_episode_path(tmp_path / name / "pick", "a", t), start_ns=t).close()
+    union = tmp_path / "union"
+    union.mkdir()
+    (union / "one").symlink_to(tmp_path / "session_1")
+    (union / "two").symlink_to(tmp_path / "session_2")
+    (union / "one_again").symlink_to(tmp_path / "session_1")
+    (tmp_path / "session_2" / "loop").symlink_to(union)
+    found = list_episodes(union)
+    assert len(found) == 2
+    assert sorted(read_episode(p, decode_images=False).metadata.start_ns for p in found) == [T0, T0 + 10**9]
