@@ -69,7 +69,7 @@ def feed(domain_id: int, stop: threading.Event | None = None) -> None:
 
 def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: str, switch_interval: float,
             torch_threads: int, min_period: float = 0.0, inference: str = "process",
-            kill_after: float | None = None) -> dict:
+            kill_after: float | None = None, rt_priority: int = 0) -> dict:
     """Run the policy node on `preset` and return jitter / latency / inference statistics; `inference`: the
     model in the worker process ("process") or on the node's inference thread ("thread")."""
     import rclpy
@@ -85,6 +85,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         Parameter("python_switch_interval", value=switch_interval), Parameter("torch_threads", value=torch_threads),
         Parameter("min_inference_period", value=min_period),
         Parameter("inference_process", value=inference == "process"),
+        Parameter("control_rt_priority", value=rt_priority),
         # timing, not safety: a slow preset or a starved feeder must not make the watchdog stop the policy
         Parameter("control.watchdog.inference_deadline", value=10.0),
         Parameter("control.watchdog.max_chunk_age", value=10.0),
@@ -116,6 +117,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         lat = np.array(tel.latency_ms)
         inf = np.array(tel.inference_ms)
         mode = node.loop.mux.mode.value
+        rt = f"fifo {rt_priority}" if node._control is not None and node._control.rt_active else "normal"
     finally:
         stop.set()
         if proc is not None:
@@ -129,7 +131,8 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
     def pct(a: np.ndarray, q: float) -> float:
         return float(np.percentile(a, q)) if a.size else float("nan")
 
-    return {"preset": preset, "inference": inference, "feeder": feeder, "ticks": int(iv.size), "mode_at_end": mode,
+    return {"preset": preset, "inference": inference, "rt_priority": rt, "feeder": feeder, "ticks": int(iv.size),
+            "mode_at_end": mode,
             "worker_restarts": int(restarts), "recovery_s": recovery,
             "rate_hz": float(1 / iv.mean()) if iv.size else float("nan"),
             "jitter_p50_ms": pct(jitter, 50), "jitter_p99_ms": pct(jitter, 99), "jitter_max_ms": float(jitter.max()),
@@ -194,6 +197,8 @@ def main() -> None:
     p.add_argument("--inference", nargs="+", choices=["process", "thread"], default=["process"],
                    help="where the model runs: the node's worker process and/or its inference thread (before #11)")
     p.add_argument("--in-process", action="store_true", help="same as --inference thread")
+    p.add_argument("--rt-priority", nargs="+", type=int, default=[0],
+                   help="control_rt_priority values to compare (0 = normal scheduling; SCHED_FIFO needs rtprio)")
     p.add_argument("--kill-worker-after", type=float, help="SIGKILL the worker this many seconds into the run")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="folder for control_jitter.json + histogram PNGs (needs matplotlib)")
@@ -207,15 +212,15 @@ def main() -> None:
     domain = 1 + os.getpid() % 100
     modes = ["thread"] if args.in_process else args.inference
     rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
-                    args.min_inference_period, mode, args.kill_worker_after)
-            for preset in args.presets for mode in modes]
+                    args.min_inference_period, mode, args.kill_worker_after, rt)
+            for preset in args.presets for mode in modes for rt in args.rt_priority]
     if args.out:
         print("wrote " + ", ".join(write_results(rows, args.out)))
     rows = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    cols = ["preset", "inference", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms",
+    cols = ["preset", "inference", "rt_priority", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms",
             "inference_ms_p50", "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:

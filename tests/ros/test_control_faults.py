@@ -4,7 +4,9 @@ node and asserts only on what was published, never on arrival times."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 
@@ -67,6 +69,51 @@ def test_control_thread_survives_a_raising_tick():
         assert done.wait(10.0), f"control thread stopped after {len(calls)} ticks"
     finally:
         thread.stop()
+
+
+def run_ticks(thread_kwargs: dict, ticks: int = 3) -> tuple[ControlThread, list[int]]:
+    """Start a ControlThread, let it tick `ticks` times recording its thread's scheduling policy, stop it."""
+    policies: list[int] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        policies.append(os.sched_getscheduler(0))
+        if len(policies) >= ticks:
+            done.set()
+
+    thread = ControlThread(0.002, tick, name="test_control", **thread_kwargs)
+    thread.start()
+    try:
+        assert done.wait(10.0)
+    finally:
+        thread.stop()
+    return thread, policies
+
+
+def test_control_thread_runs_under_sched_fifo_when_asked_and_allowed():
+    _, normal = run_ticks({})
+    assert set(normal) == {os.SCHED_OTHER}
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # may this process use real-time at all?
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        pytest.skip("no rtprio permission here: covered by the refusal test")
+    thread, fifo = run_ticks({"rt_priority": 10})
+    assert thread.rt_active and set(fifo) == {os.SCHED_FIFO}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the control thread, not its caller
+
+
+def test_control_thread_refused_real_time_warns_and_keeps_ticking(monkeypatch, caplog):
+    def refuse(*_):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    with caplog.at_level(logging.WARNING):
+        thread, policies = run_ticks({"rt_priority": 10})
+    assert not thread.rt_active and len(policies) >= 3  # ticking on at normal priority
+    assert "rtprio" in caplog.text
+    with pytest.raises(ValueError, match="rt_priority"):
+        ControlThread(0.02, lambda: None, rt_priority=100)
 
 
 # -- instruction change -------------------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ class PolicyNodeConfig:
                                               "loop's process wins a busy CPU (inference_process)")
     inference_timeout: float = help_field(10.0, "seconds one inference may take in the worker process before it "
                                                 "is killed and restarted (inference_process)")
+    control_rt_priority: int = help_field(0, "SCHED_FIFO priority of the control thread (1-99; 0 = normal "
+                                             "scheduling); needs rtprio permission, else a warning and normal")
     torch_threads: int = help_field(1, "intra-op threads of the model (0 = torch default)")
     min_inference_period: float = help_field(0.0, "seconds between inference starts at least (0 = back to back)")
     python_switch_interval: float = help_field(0.0005, "sys.setswitchinterval while active (0 = leave as is): "
@@ -123,6 +125,8 @@ class PolicyNodeConfig:
             raise ConfigError(f"gripper={self.gripper!r}: expected auto, franka, topic or none")
         if not 0 <= self.inference_niceness <= 19:
             raise ConfigError(f"inference_niceness={self.inference_niceness!r}: expected 0..19")
+        if not 0 <= self.control_rt_priority <= 99:
+            raise ConfigError(f"control_rt_priority={self.control_rt_priority!r}: expected 0 (off) .. 99")
         if not self.inference_timeout > 0:
             raise ConfigError(f"inference_timeout={self.inference_timeout!r}: expected seconds > 0")
 
@@ -253,7 +257,8 @@ class PolicyNode(LifecycleNode):
         self._active = True
         self.worker.start()
         self.gripper.start()  # goals leave from its own thread; absent action servers are reported
-        self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick)
+        self._control = ControlThread(loop.config.scheduler.control_dt, self._on_tick,
+                                      rt_priority=cfg.control_rt_priority)
         self._control.start()
         self._diag_timers = [self.create_timer(cfg.diagnostics_period, self._on_diagnostics)]
         self._source_pub.publish(String(data=loop.mux.mode.value))
