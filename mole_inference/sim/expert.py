@@ -29,6 +29,7 @@ from mole_inference.sim.tasks import PickTask, PushForwardTask, StackTask, Task,
 log = logging.getLogger(__name__)
 
 HOVER_Z = 0.13  # m: TCP height for moving above the objects
+LOW_LEVEL_Z = 0.07  # m: lowest TCP height for re-centring above a cube with open fingers (tips clear its top)
 MAX_SPEED = 0.25  # m/s
 MAX_ANGULAR_SPEED = 1.5  # rad/s
 PUSH_GRIPPER = 0.4  # fingers ~3 cm apart: a two-point contact that keeps a pushed cube square
@@ -148,10 +149,17 @@ class ScriptedExpert:
         """Go above `name` without turning, turn there to its nearest grasp yaw (the cube fills more of the wrist
         view above it than from afar, so the turn is what the image shows), descend around it, close, lift."""
         start = ee_yaw(self._state.ee_rot)
-        yield from self._move(self._above(name, HOVER_Z), lambda s: start, GRIPPER_OPEN, tol=0.01)
+        # From above HOVER_Z (every demonstration's start) this is "go above it at HOVER_Z"; from lower (a policy
+        # that descended beside the cube, when the expert takes over) it re-centres at the height it is at, no
+        # lower than LOW_LEVEL_Z, instead of climbing back: the correction stays where the mistake was made.
+        def level_above(s: SceneState) -> np.ndarray:
+            return np.array([*s.objects[name].pos[:2], np.clip(s.ee_pos[2], LOW_LEVEL_Z, HOVER_Z)])
+
+        yield from self._move(level_above, lambda s: start, GRIPPER_OPEN, tol=0.01)
+        level = float(np.clip(self._state.ee_pos[2], LOW_LEVEL_Z, HOVER_Z))
         near = ee_yaw(self._state.ee_rot)
         yaw = lambda s: grasp_yaw(s, name, near)  # noqa: E731
-        yield from self._move(self._above(name, HOVER_Z), yaw, GRIPPER_OPEN, tol=0.01)
+        yield from self._move(self._above(name, level), yaw, GRIPPER_OPEN, tol=0.01)
         yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
         yield from self._hold(0.6, GRIPPER_CLOSED)
         yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_CLOSED, tol=0.01)

@@ -113,3 +113,37 @@ def test_the_drift_rule_tells_a_wrong_turn_and_a_stall_from_another_path_shape()
     parked = np.tile([0.40, 0.0, 0.13], (60, 1))
     assert drift_rule_on(parked, waypoint)[1] == "stall"
     assert drift_rule_on(parked, [0.41, 0.0, 0.13]) == (None, None)  # within stall_far: holding is fine
+
+
+class BesideDescender(Policy):
+    """Descends 3 cm beside the target cube with open fingers (reads the sim, like ExpertPolicy)."""
+
+    action_dt, chunk_size, num_layers = 0.1, 4, 0
+
+    def __init__(self):
+        self.env = None
+
+    def infer(self, image, instruction, *, seed=None):
+        state = self.env.state()
+        goal = state.objects[self.env.task.target].pos + np.array([0.0, 0.03, 0.01])
+        step = goal - state.ee_pos
+        step *= min(1.0, 0.02 / max(np.linalg.norm(step), 1e-9))
+        actions = np.zeros((4, 7))
+        actions[:, :3], actions[:, 6] = step, 1.0
+        return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
+
+
+def test_the_expert_corrects_a_low_miss_where_it_is_instead_of_climbing_back(tmp_path):
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.expert import HOVER_Z
+
+    result, stats = collect(tmp_path, BesideDescender(), "pick")
+    assert stats.takeovers == 1 and result.success
+    ep = read_episode(result.path, decode_images=False)
+    takeover_ns = ep.delta_t_ns[list(ep.delta_sources).index("teleop")]
+    poses = ep.measured_poses
+    z_then = poses.position[np.searchsorted(poses.t_ns, takeover_ns), 2]
+    grasp_ns = ep.delta_t_ns[np.flatnonzero(ep.deltas[:, 6] < 0.5)[0]]  # the expert's first close
+    z_until_grasp = poses.position[(poses.t_ns >= takeover_ns) & (poses.t_ns <= grasp_ns), 2]
+    assert z_then < HOVER_Z - 0.04  # taken over low, beside the cube
+    assert z_until_grasp.max() < HOVER_Z - 0.03  # re-centred there: no climb back to the hover height
