@@ -77,10 +77,15 @@ class LLMConfig:
     tokenizer: str | None = None  # local tokenizer folder; the built-in `text_tokenizer` when None
     text_tokenizer: Literal["byte", "word"] = "byte"  # built-in tokenizer: UTF-8 bytes or hashed words
     weights: str | None = None  # local HF LLaMA folder; random init when None
+    # MLP activation of the LLM (and the flow expert): "silu" is LLaMA's SwiGLU (every config written before this
+    # field); "gelu_pytorch_tanh" makes LlamaMLP Gemma's GeGLU (pi0's PaliGemma and action expert).
+    hidden_act: Literal["silu", "gelu_pytorch_tanh"] = "silu"
 
     def __post_init__(self) -> None:
         positive(self, "hidden_size", "intermediate_size", "num_layers", "num_heads", "vocab_size",
                  "max_text_tokens")
+        check(self.hidden_act in ("silu", "gelu_pytorch_tanh"), "hidden_act", self.hidden_act,
+              "must be silu (LLaMA) or gelu_pytorch_tanh (Gemma)")
         check(self.hidden_size % self.num_heads == 0, "hidden_size", self.hidden_size,
               f"must be divisible by num_heads={self.num_heads}")
         check(self.text_tokenizer in ("byte", "word"), "text_tokenizer", self.text_tokenizer, "must be byte or word")

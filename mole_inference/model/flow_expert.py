@@ -31,7 +31,8 @@ from mole_inference.model.llm import LayerCache, cache_kwarg
 
 
 def expert_llama_config(cfg: ActionHeadConfig, llm: LLMConfig):
-    """The transformers LlamaConfig of the expert: Gemma-300M-like shapes, the LLM's norm eps and rotary base."""
+    """The transformers LlamaConfig of the expert: Gemma-300M-like shapes, the LLM's norm eps, rotary base and MLP
+    activation."""
     from transformers import LlamaConfig
 
     hf = LlamaConfig(
@@ -39,7 +40,7 @@ def expert_llama_config(cfg: ActionHeadConfig, llm: LLMConfig):
         num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
         head_dim=cfg.head_dim or cfg.hidden_size // cfg.num_heads, rms_norm_eps=llm.rms_norm_eps,
-        rope_theta=llm.rope_theta, max_position_embeddings=4096, attention_bias=False,
+        rope_theta=llm.rope_theta, max_position_embeddings=4096, attention_bias=False, hidden_act=llm.hidden_act,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,  # no vocabulary: the expert embeds actions
     )
     hf._attn_implementation = "sdpa"

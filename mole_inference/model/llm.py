@@ -28,7 +28,7 @@ def hf_llama_config(cfg: LLMConfig):
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_kv_heads or cfg.num_heads, rms_norm_eps=cfg.rms_norm_eps,
-        rope_theta=cfg.rope_theta, max_position_embeddings=4096, attention_bias=False,
+        rope_theta=cfg.rope_theta, max_position_embeddings=4096, attention_bias=False, hidden_act=cfg.hidden_act,
     )
     hf._attn_implementation = "sdpa"
     return hf
