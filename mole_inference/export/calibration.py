@@ -85,17 +85,18 @@ def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_st
                         ) -> dict[str, list[dict[str, np.ndarray]]]:
     """Inputs of every stage over `samples`, from fp32 `OnnxStages` (routed run and full run per sample).
 
-    At most `max_per_stage` feeds are kept per stage (evenly thinned DDIM steps for the head), bounding memory
-    on large presets.
+    At most `max_per_stage` feeds are kept per stage (stages run many times a step, DDIM's denoise or the
+    autoregressive family's per-token stages, are thinned evenly over the samples), bounding memory on large
+    presets.
     """
     feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)
-    steps = policy.cfg.action_head.ddim_steps
-    keep_every = max(1, (2 * len(samples) * steps) // max_per_stage)
+    keep_every = {stage: max(1, (2 * len(samples) * n) // max_per_stage)
+                  for stage, n in _runs_per_step(policy).items()}
 
     def observe(stage: str, f: dict[str, np.ndarray]) -> None:
         seen[stage] += 1
-        if len(feeds[stage]) < max_per_stage and (stage != "denoise" or seen[stage] % keep_every == 0):
+        if len(feeds[stage]) < max_per_stage and seen[stage] % keep_every.get(stage, 1) == 0:
             feeds[stage].append({k: np.array(v, copy=True) for k, v in f.items()})
 
     previous = policy.observer
@@ -109,3 +110,15 @@ def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_st
     finally:
         policy.observer = previous
     return dict(feeds)
+
+
+def _runs_per_step(policy) -> dict[str, int]:
+    """Stages run more than once per control step, and how often (the others run once)."""
+    head = policy.cfg.action_head
+    if getattr(policy, "family", "diffusion") != "autoregressive":
+        return {"denoise": head.ddim_steps}
+    from mole_inference.export.token_stages import decode_stage
+
+    fed = head.action_dim - 1  # tokens fed back through the decode layers
+    return {"lm_head": head.action_dim, "token_embed": fed,
+            **{decode_stage(i): fed for i in range(policy.cfg.llm.num_layers)}}

@@ -18,6 +18,15 @@ log = logging.getLogger(__name__)
 
 ENGINES = "engines.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_FAMILIES = ("diffusion",)  # runtime/tensorrt_backend.py's buffer plan: no KV cache, no token loop
+
+
+def check_engine_family(family: str) -> None:
+    """Raise ConfigError unless the TensorRT backend can run the action head `family`."""
+    if family not in ENGINE_FAMILIES:
+        raise ConfigError(f"action_head.type={family!r} has no TensorRT engines (the TensorRT backend runs "
+                          f"{list(ENGINE_FAMILIES)} only: it has no KV-cache buffers or token loop); run the same "
+                          "export with --backend onnxruntime")
 
 
 def require_tensorrt():
@@ -46,6 +55,7 @@ def build_engines(export_dir: str | Path, engine_dir: str | Path, precision: str
     trt = require_tensorrt()
     variant = "int8" if precision == "int8" else "fp32"
     man = Manifest.load(export_dir, variant)
+    check_engine_family(man.family)
     out = Path(engine_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)

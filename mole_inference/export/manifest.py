@@ -1,8 +1,11 @@
-"""The export manifest (`manifest.json`): stages, shapes, dtypes, file hashes, preset, k; validated on load.
+"""The export manifest (`manifest.json`): stages, shapes, dtypes, file hashes, preset, k, action family; validated
+on load.
 
 One export folder holds variants (`fp32/`, `int8/`) of the same stages. Loaders call `Manifest.load`, which
 checks that every stage the config needs is present with the shapes it needs, and (by default) that every file
-exists with the recorded SHA-256 and declares the recorded inputs and outputs.
+exists with the recorded SHA-256 and declares the recorded inputs and outputs. `family` (the config's
+`action_head.type`) tells a runtime which loop drives the stages: DDIM (diffusion) or greedy tokens
+(autoregressive); manifests written before it existed are diffusion exports.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class Manifest:
     opset: int
     variants: dict[str, dict[str, StageEntry]] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
+    family: str = "diffusion"
 
     def model_config(self):
         """The ModelConfig the stages were exported from."""
@@ -102,7 +106,7 @@ class Manifest:
 
     def save(self) -> Path:
         """Write `manifest.json` into `root`."""
-        data = {"format": FORMAT, "preset": self.preset, "k": self.k, "opset": self.opset,
+        data = {"format": FORMAT, "preset": self.preset, "k": self.k, "family": self.family, "opset": self.opset,
                 "config": self.config, "action_stats": self.action_stats, "reports": self.reports,
                 "variants": {v: {n: e.to_json() for n, e in stages.items()} for v, stages in self.variants.items()}}
         out = self.root / MANIFEST
@@ -125,7 +129,7 @@ class Manifest:
             man = cls(root, str(data["preset"]), int(data["k"]), dict(data["config"]), dict(data["action_stats"]),
                       int(data["opset"]), {v: {n: StageEntry.from_json(n, e) for n, e in stages.items()}
                                            for v, stages in data["variants"].items()},
-                      dict(data.get("reports", {})))
+                      dict(data.get("reports", {})), str(data.get("family", "diffusion")))
             fmt = data["format"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{path}: malformed manifest ({exc!r})") from None
@@ -144,6 +148,9 @@ class Manifest:
             hint = " (export with --int8 --calib-bags DIR)" if variant == "int8" else ""
             raise ManifestError(f"{where}: no {variant!r} variant{hint}; has {sorted(self.variants)}")
         cfg = self.model_config()
+        if self.family != cfg.action_head.type:
+            raise ManifestError(f"{where}: family {self.family!r} but its config has action_head.type="
+                                f"{cfg.action_head.type!r} (altered manifest); re-export")
         if not 1 <= self.k <= cfg.llm.num_layers:
             raise ManifestError(f"{where}: k={self.k} outside 1..{cfg.llm.num_layers}")
         stages = self.variants[variant]

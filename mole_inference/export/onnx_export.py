@@ -55,7 +55,8 @@ def export_onnx(model: torch.nn.Module, stats: ActionStats, out: str | Path, ops
         stages[name] = StageEntry(name, stage_files(out, rel), *io[name])
         log.debug("exported %s", rel)
     k = int(model.router.k)
-    man = Manifest(out, cfg.name, k, to_dict(cfg), stats.to_json(), opset, {"fp32": stages})
+    man = Manifest(out, cfg.name, k, to_dict(cfg), stats.to_json(), opset, {"fp32": stages},
+                   family=cfg.action_head.type)
     man.save()
     log.info("exported %d stages of %s (k=%d of %d layers) to %s", len(stages), cfg.name, k, cfg.llm.num_layers, out)
     return man

@@ -1,10 +1,12 @@
-"""An export folder's stage graphs run in ONNX Runtime, in pipeline order (vision, router, k layers, cognition,
-DDIM over denoise).
+"""An export folder's stage graphs run in ONNX Runtime, in pipeline order: vision, router, then the family's loop
+(diffusion: k layers, cognition, DDIM over denoise; autoregressive: k prefill layers, then greedy action tokens
+through the same k decode layers, export/token_loop.py). The manifest's `family` picks the loop.
 
 Lives in `export` because export itself runs its graphs: INT8 calibration records every stage's inputs and the
 INT8 report measures action error against fp32. `runtime.onnx_backend.OnnxPolicy` wraps `OnnxStages` behind the
 Policy contract (runtime -> export, never the reverse; DESIGN.md). Host-side steps use the same functions as
-`runtime.staged.StagedPolicy` (resize, tokenizer, top-k, DDIM), so numbers match the Policy's.
+`runtime.staged.StagedPolicy` (resize, tokenizer, top-k, DDIM, action bins), so numbers match the Policy's. Every
+feed is checked against the manifest's shapes and dtypes first: a wrong one is an InputError naming the tensor.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from mole_inference.errors import BackendUnavailableError, ConfigError
+from mole_inference.errors import BackendUnavailableError, ConfigError, InputError
 from mole_inference.export.manifest import Manifest
 from mole_inference.export.stages import layer_stage
+from mole_inference.export.token_loop import greedy_actions
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.routers import topk_mask
 from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
@@ -63,14 +66,14 @@ class OnnxStages:
     """One ONNX Runtime session per stage of one variant of an export; `run` executes a control step.
 
     `session_runs` counts `session.run` calls per stage; `observer(stage, feeds)`, when set, sees every stage's
-    inputs (INT8 calibration records them).
+    inputs (INT8 calibration records them). `last_tokens` holds the autoregressive family's last action ids (A,).
     """
 
     def __init__(self, manifest: Manifest, variant: str = "fp32", device: str = "cpu", threads: int = 0,
                  observer: Observer | None = None) -> None:
         ort = import_ort()
         self.manifest, self.variant, self.device = manifest, variant, device
-        self.cfg, self.k = manifest.model_config(), manifest.k
+        self.cfg, self.k, self.family = manifest.model_config(), manifest.k, manifest.family
         self.num_layers = self.cfg.llm.num_layers
         self.chunk_size = self.cfg.action_head.chunk_size
         self.tokenizer = load_tokenizer(self.cfg.llm.tokenizer, self.cfg.llm.vocab_size, self.cfg.llm.text_tokenizer)
@@ -89,15 +92,33 @@ class OnnxStages:
                          for name in manifest.variants[variant]}
         self.session_runs: Counter[str] = Counter()
         self.observer = observer
+        self.last_tokens: np.ndarray | None = None
+        self._inputs = {name: {t.name: (t.shape, np.dtype(t.dtype)) for t in entry.inputs}
+                        for name, entry in manifest.variants[variant].items()}
         log.info("onnxruntime stages: %s/%s, %d sessions on %s", manifest.root, variant, len(self.sessions),
                  self.sessions["vision"].get_providers()[0])
 
     def __call__(self, stage: str, **feeds: np.ndarray) -> list[np.ndarray]:
-        """Run one stage graph on named numpy inputs."""
+        """Run one stage graph on named numpy inputs (InputError unless they match the manifest)."""
+        self.check_feeds(stage, feeds)
         if self.observer is not None:
             self.observer(stage, feeds)
         self.session_runs[stage] += 1
         return self.sessions[stage].run(None, feeds)
+
+    def check_feeds(self, stage: str, feeds: dict[str, np.ndarray]) -> None:
+        """Raise InputError unless `stage` exists and `feeds` are exactly its inputs, with their shapes and dtypes."""
+        specs = self._inputs.get(stage)
+        if specs is None:
+            raise InputError(f"stage {stage!r} is not in this export; it has {sorted(self._inputs)}")
+        if feeds.keys() != specs.keys():
+            raise InputError(f"stage {stage!r} takes inputs {sorted(specs)}, got {sorted(feeds)}")
+        for name, value in feeds.items():
+            shape, dtype = specs[name]
+            got = (tuple(getattr(value, "shape", ())), getattr(value, "dtype", type(value)))
+            if got != (shape, dtype):
+                raise InputError(f"stage {stage!r} input {name!r}: got shape {got[0]} {got[1]}, the export "
+                                 f"needs {shape} {dtype}")
 
     def prepare(self, image: np.ndarray, instruction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Checked inputs -> pixels (1, 3, S, S) float32, ids (1, T) int64, text mask (1, T) bool (numpy)."""
@@ -116,12 +137,24 @@ class OnnxStages:
         """Normalized actions (C, A) float64, the layers run (ascending) and router probabilities (1, K).
 
         `layers` overrides the router (None: top-k; `range(K)`: the full model); `timer(name)` wraps each stage.
+        The autoregressive family ignores `noise` and returns one action (1, A) at the greedy tokens' bin centres.
         """
+        if layers is not None:
+            layers = sorted(layers)
+            if any(not 0 <= i < self.num_layers for i in layers):
+                raise InputError(f"layers={layers}: layer indices must be in 0..{self.num_layers - 1}")
         with timer("vision"):
             (img,) = self("vision", pixels=pixels)
         with timer("router"):
             probs, h, bias, cos, sin = self("router", img=img, ids=ids, text_mask=mask)
-            chosen = sorted(layers) if layers is not None else self.select(probs)
+            chosen = layers if layers is not None else self.select(probs)
+        if self.family == "autoregressive":
+            with timer("llm"):  # the LLM decodes the action tokens: its time is the llm stage (as in TorchPolicy)
+                actions, self.last_tokens = greedy_actions(self, self.cfg, chosen, h, bias, cos, sin)
+            actions = actions.astype(np.float32).astype(np.float64)  # float32 centres, as TorchPolicy returns
+            with timer("action_head"):  # no head of its own; the key keeps the timings alike across families
+                pass
+            return actions, chosen, probs
         with timer("llm"):
             for i in chosen:
                 (h,) = self(layer_stage(i), h=h, bias=bias, cos=cos, sin=sin)

@@ -6,7 +6,9 @@ int8 everywhere is what TensorRT's explicit quantization accepts, so the same `i
 weight, embedding Gather): attention score products, softmax and norms stay in float. The router's own matrices
 stay fp32 (< 0.1 % of the weights, and its top-k is discrete, so quantization noise would flip which layers run);
 the token embedding table in the router stage is int8 (1.7 % of CogACT's weights: fp32 there costs ~0.03 of the
-INT8/FP16 ratio).
+INT8/FP16 ratio). The autoregressive family quantizes its prefill and decode layers and its token embedding; its
+LM-head stage (the action-bin rows only) stays fp32 for the same reason as the router, and its held-out action
+error counts whole bins wherever a greedy token flips.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from mole_inference.export.manifest import Manifest, StageEntry, stage_files
 log = logging.getLogger(__name__)
 
 WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
-EMBEDDING_ONLY = ("router",)  # stages whose matrices stay fp32; only their embedding lookup is quantized
+# Stages whose matrices stay fp32 (only an embedding lookup is quantized): both end in a discrete choice (top-k
+# layers, the greedy action bin) that quantization noise would flip, and both are small (lm_head: num_bins x D).
+EMBEDDING_ONLY = ("router", "lm_head")
 
 
 def weight_nodes(path: Path, embedding_only: bool = False) -> list[str]:

@@ -1,5 +1,9 @@
 """The exported stages of one control step, as small torch modules with fixed shapes (batch 1).
 
+The diffusion family (CogACT) below; the autoregressive family (OpenVLA) shares vision and router and replaces
+the rest with prefill, decode and LM-head stages (export/token_stages.py). `stage_io` and `stage_modules` pick by
+`action_head.type`.
+
     vision     pixels (1, 3, R, R) f32                      -> img (1, N, D)
     router     img, ids (1, T) i64, text_mask (1, T) bool    -> probs (1, K), h (1, S, D), bias (1, 1, S, S),
                                                                 cos (1, S, Dh), sin (1, S, Dh)
@@ -30,14 +34,11 @@ _NOT_EXPORTABLE = {
 }
 
 
-EXPORTABLE_FAMILIES = ("diffusion",)
+EXPORTABLE_FAMILIES = ("diffusion", "autoregressive")
 _FAMILY_MISSING = {
-    "autoregressive": "the stages have no token decoding: it needs a prefill stage that also returns each run "
-                      "layer's keys/values, a one-token decode stage per layer taking them, an LM-head stage and "
-                      "the greedy loop on the host",
-    "flow": "the stages have no action expert: it needs each run layer's stage to also return its prefix "
-            "keys/values, one expert-layer stage per layer taking them, suffix-embedding and velocity stages and "
-            "the Euler loop on the host",
+    "flow": "the stages have no action expert: besides layer stages that return their prefix keys/values (the "
+            "autoregressive family's prefill has those, causal only), it needs one expert-layer stage per LLM layer "
+            "reading them, suffix-embedding and velocity stages and the Euler loop on the host",
 }
 
 
@@ -76,7 +77,7 @@ class TensorSpec:
 
 
 def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorSpec]]]:
-    """(inputs, outputs) of every stage, in run order, at the preset's fixed token count."""
+    """(inputs, outputs) of every stage of the config's family, in run order, at the preset's fixed token count."""
     r, n, t = cfg.vision.image_size, cfg.vision.num_patches, cfg.llm.max_text_tokens
     d, k, s = cfg.llm.hidden_size, cfg.llm.num_layers, cfg.seq_len
     hd = d // cfg.llm.num_heads
@@ -91,6 +92,10 @@ def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorS
                     TensorSpec("text_mask", (1, t), "bool")],
                    [TensorSpec("probs", (1, k), f32), h, bias, cos, sin]),
     }
+    if cfg.action_head.type == "autoregressive":
+        from mole_inference.export.token_stages import token_stage_io  # imports this module
+
+        return token_stage_io(cfg, io)
     for i in range(k):
         io[layer_stage(i)] = ([h, bias, cos, sin], [TensorSpec("h_out", (1, s, d), f32)])
     io["cognition"] = ([h], [cog])
@@ -164,6 +169,10 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     cfg: ModelConfig = model.cfg
     check_exportable(cfg.router.type, family=cfg.action_head.type)
     mods: dict[str, nn.Module] = {"vision": VisionStage(model), "router": RouterStage(model)}
+    if cfg.action_head.type == "autoregressive":
+        from mole_inference.export.token_stages import token_stage_modules
+
+        return token_stage_modules(model, mods)
     mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
     mods["cognition"] = CognitionStage(model)
     mods["denoise"] = DenoiseStage(model)
@@ -182,8 +191,13 @@ def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Ten
     text_mask[:, : max(1, t // 2)] = True  # padded instruction: exercises masked keys
     mods = stage_modules(model)
     img = mods["vision"](pixels)
-    _, h, bias, cos, sin = mods["router"](img, ids, text_mask)
+    router_out = mods["router"](img, ids, text_mask)
+    _, h, bias, cos, sin = router_out
     ins: dict[str, tuple[torch.Tensor, ...]] = {"vision": (pixels,), "router": (img, ids, text_mask)}
+    if cfg.action_head.type == "autoregressive":
+        from mole_inference.export.token_stages import token_example_inputs
+
+        return token_example_inputs(model, mods, ins, router_out, gen)
     for i in range(cfg.llm.num_layers):
         ins[layer_stage(i)] = (h, bias, cos, sin)
         h = mods[layer_stage(i)](h, bias, cos, sin)

@@ -31,6 +31,10 @@ class ActionTokenizer:
         """Width of one interval in normalized units (2 / (num_bins - 1))."""
         return 2.0 / (self.num_bins - 1)
 
+    def greedy(self, bin_logits: torch.Tensor) -> torch.Tensor:
+        """Greedy action ids (...,) long from logits over the bins (..., num_bins), bin 0 being `first_id`."""
+        return bin_logits.argmax(dim=-1) + self.first_id
+
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         """Normalized actions (..., A) -> token ids (..., A) long (numpy.digitize semantics, edges ascending)."""
         x = actions.detach().to(torch.float64).clamp(-1.0, 1.0)

@@ -31,11 +31,13 @@ class TokenActionHead(nn.Module):
         """Final-norm hidden states (..., D) -> vocabulary logits (..., V)."""
         return self.lm_head(hidden)
 
+    def bin_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states (..., D) -> logits of the action ids only (..., num_bins), smallest id first."""
+        return nn.functional.linear(hidden, self.lm_head.weight[self.tokenizer.first_id:])
+
     def next_token(self, hidden: torch.Tensor) -> torch.Tensor:
         """Greedy action id (B,) from the last position's final-norm hidden state (B, D)."""
-        first = self.tokenizer.first_id
-        bins = nn.functional.linear(hidden, self.lm_head.weight[first:])  # (B, num_bins)
-        return bins.argmax(dim=-1) + first
+        return self.tokenizer.greedy(self.bin_logits(hidden))  # (B,)
 
     def loss(self, hidden: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced cross-entropy: hidden (B, A, D) at the positions predicting each action token,

@@ -2,7 +2,8 @@
 
 Buffers are torch CUDA tensors allocated once. The router stage writes the prompt, bias and rotary tables; every
 layer engine reads bias/cos/sin from those same buffers, and `h` ping-pongs between two buffers, so a step moves
-no activations between engines and only the selected layers' engines are enqueued.
+no activations between engines and only the selected layers' engines are enqueued. Diffusion family only: an
+autoregressive export is refused by name (`export.engine.check_engine_family`); ONNX Runtime runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mole_inference.export.engine import load_engine_index, require_tensorrt
+from mole_inference.export.engine import check_engine_family, load_engine_index, require_tensorrt
 from mole_inference.export.stages import layer_stage
 from mole_inference.policy.contract import RoutingDecision
 from mole_inference.runtime.staged import StagedPolicy
@@ -62,6 +63,7 @@ class TensorRTPolicy(StagedPolicy):
         from mole_inference.model.action_stats import ActionStats
 
         info = load_engine_index(engine_dir, verify)
+        check_engine_family(info["config"].get("action_head", {}).get("type", "diffusion"))
         super().__init__(from_dict(ModelConfig, info["config"]), ActionStats.from_json(info["action_stats"]),
                          int(info["k"]))
         self.device = torch.device(device)

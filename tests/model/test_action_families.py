@@ -193,19 +193,6 @@ def test_openvla_7b_info_on_the_meta_device():
     assert step_flops(cfg) - routed_step_flops(cfg) == 16 * f["llm_layer"] - f["router"]
 
 
-def test_export_refuses_the_autoregressive_family_naming_what_is_missing(model, tmp_path):
-    from mole_inference.export.stages import stage_modules
-
-    with pytest.raises(ConfigError, match=r"autoregressive.*decode stage"):
-        stage_modules(model)
-    pytest.importorskip("onnx")
-    from mole_inference.export.onnx_export import export_onnx
-
-    with pytest.raises(ConfigError, match=r"action_head\.type='autoregressive'"):
-        export_onnx(model, _stats(), tmp_path / "out")
-    assert not (tmp_path / "out").exists()  # refused before writing anything
-
-
 # --- the diffusion family is unchanged ----------------------------------------------------------------------------
 def test_shipped_checkpoint_chunk_is_unchanged():
     """Numbers recorded from the code before the families existed (same image, instruction and seed)."""
