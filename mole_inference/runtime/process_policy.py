@@ -11,7 +11,9 @@ function such as `mole_inference.runtime.load_policy`), so torch and CUDA live o
 through one shared-memory buffer owned by the proxy (grown when a larger frame comes, never pickled); the request
 (segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request at
 a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker). The child's side
-and the message protocol live in process_worker.py; this module is the proxy that starts and supervises it.
+and the message protocol live in process_worker.py, one worker process's handle (launch, start-up messages, a
+request round trip, stopping it) and the cleanup registry in worker_handle.py; this module is the proxy that
+decides when to start, promote and replace workers.
 
 Warm spare (`spare=True`). A second process is started once the worker is ready; it imports the same modules and
 then waits, without building a policy (no second copy of the weights, only the imported code). A restart promotes
@@ -32,16 +34,13 @@ feed diagnostics.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
-import signal
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -49,7 +48,8 @@ import numpy as np
 
 from mole_inference.errors import InputError, WorkerError
 from mole_inference.policy.contract import ActionChunk, Policy
-from mole_inference.runtime.process_worker import chunk_from_wire, serve
+from mole_inference.runtime.process_worker import chunk_from_wire
+from mole_inference.runtime.worker_handle import WorkerHandle, WorkerResources
 
 log = logging.getLogger(__name__)
 
@@ -64,76 +64,6 @@ TORCH_PRELOAD = (
     "transformers.models.siglip.modeling_siglip",
     "mole_inference.runtime.torch_backend",
 )
-
-
-# ---------------------------------------------------------------------------------------------------- proxy side
-@dataclass(eq=False)  # compared by identity (list.remove, `is`)
-class _Worker:
-    process: Any  # multiprocessing SpawnProcess
-    conn: Connection
-    warm: bool = False  # its modules are imported (the "warm" message was received)
-    failure: BaseException | None = None  # why it stopped while starting, once known
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid or 0
-
-
-@dataclass
-class _Resources:
-    """What must be released even if the proxy is never closed: started processes and the shared memory."""
-
-    workers: list[_Worker] = field(default_factory=list)
-    shm: SharedMemory | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _stop(worker: _Worker, grace: float, polite: bool) -> None:
-    """End a worker: polite = close the pipe and let it exit (it is idle); then SIGTERM, SIGKILL after `grace`."""
-    proc = worker.process
-    if polite:
-        worker.conn.close()
-        proc.join(grace)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(grace)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    worker.conn.close()
-    proc.close()
-
-
-def _kill(worker: _Worker) -> None:
-    """SIGKILL a worker that may already be gone or closed (reaped later by whoever stops it)."""
-    with contextlib.suppress(ValueError):  # process object already closed
-        if worker.process.is_alive():
-            worker.process.kill()
-
-
-def _release(res: _Resources, grace: float) -> None:
-    """Stop every worker and unlink the shared memory (close(), garbage collection, interpreter exit)."""
-    with res.lock:
-        workers, res.workers = res.workers, []
-        shm, res.shm = res.shm, None
-    for worker in workers:
-        with contextlib.suppress(ValueError):  # already stopped and closed by a restart
-            _stop(worker, grace, polite=True)
-    if shm is not None:
-        shm.close()
-        shm.unlink()
-
-
-def _exit_text(process: Any) -> str:
-    code = process.exitcode
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 @dataclass(frozen=True)
@@ -189,12 +119,12 @@ class ProcessPolicy(Policy):
         self._lock = threading.Lock()  # one request on the pipe at a time; guards _worker
         self._closed = threading.Event()
         self._restarter: threading.Thread | None = None
-        self._spare: _Worker | None = None  # started, not built; guarded by _spare_lock
+        self._spare: WorkerHandle | None = None  # started, not built; guarded by _spare_lock
         self._spare_lock = threading.Lock()
-        self._res = _Resources(shm=SharedMemory(create=True, size=max(int(image_bytes), 1)))
-        self._finalizer = weakref.finalize(self, _release, self._res, grace)
+        self._res = WorkerResources(shm=SharedMemory(create=True, size=max(int(image_bytes), 1)))
+        self._finalizer = weakref.finalize(self, self._res.release)
         try:
-            self._worker: _Worker | None
+            self._worker: WorkerHandle | None
             self._worker, _, spawn_s, build_s = self._start()
         except BaseException:
             self._finalizer()
@@ -241,7 +171,7 @@ class ProcessPolicy(Policy):
             if spare is None or self._closed.is_set():
                 return "none"
             try:
-                return "warm" if self._warm_up(spare, 0.0) else "starting"
+                return "warm" if spare.warm_up(0.0) else "starting"
             except Exception:
                 return "lost"  # died or failed to import: the next restart starts cold
 
@@ -296,7 +226,7 @@ class ProcessPolicy(Policy):
         with self._res.lock:
             starting = [w for w in self._res.workers if w is not self._worker]
         for worker in starting:  # the spare, or a restart waiting for its worker to build: end them now
-            _kill(worker)
+            worker.kill()
         if self._restarter is not None:
             self._restarter.join()
         with self._spare_lock:
@@ -304,7 +234,7 @@ class ProcessPolicy(Policy):
         if not self._lock.acquire(timeout=self.grace):  # a call in flight, maybe hung: end it rather than wait
             worker = self._worker
             if worker is not None:
-                _kill(worker)
+                worker.kill()
             self._lock.acquire()
         try:
             self._worker = None
@@ -319,7 +249,7 @@ class ProcessPolicy(Policy):
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _serving(self) -> _Worker:
+    def _serving(self) -> WorkerHandle:
         """The serving worker, or WorkerError at once (closed, or restarting); the caller holds the lock."""
         if self._closed.is_set():
             raise WorkerError("inference worker closed")
@@ -342,17 +272,11 @@ class ProcessPolicy(Policy):
         del view  # no exported pointer may outlive the call (SharedMemory.close would refuse)
         return res.shm.name
 
-    def _call(self, worker: _Worker, request: tuple, what: str) -> Any:
+    def _call(self, worker: WorkerHandle, request: tuple, what: str) -> Any:
         """Send `request`, wait up to `timeout` for the reply; a dead or hung worker is replaced (WorkerError)."""
-        try:
-            worker.conn.send(request)
-            answered = worker.conn.poll(self.timeout)  # EOF counts as readable: a crash returns at once
-            kind, payload = worker.conn.recv() if answered else ("hung", None)
-        except (EOFError, OSError):
-            worker.process.join(self.grace)  # died: reap it so the exit code says how
-            self._replace(
-                worker, f"inference worker (pid {worker.pid}) died during {what} ({_exit_text(worker.process)})"
-            )
+        kind, payload = worker.ask(request, self.timeout)
+        if kind == "died":
+            self._replace(worker, f"inference worker (pid {worker.pid}) died during {what} ({worker.exit_text()})")
         if kind == "hung":
             self._replace(
                 worker, f"{what} took longer than {self.timeout:g} s: inference worker (pid {worker.pid}) killed"
@@ -361,7 +285,7 @@ class ProcessPolicy(Policy):
             raise payload
         return payload
 
-    def _replace(self, worker: _Worker, reason: str) -> None:
+    def _replace(self, worker: WorkerHandle, reason: str) -> None:
         """Drop `worker`, restart in the background, raise WorkerError(reason); the caller holds the lock."""
         detected = time.monotonic()
         self._worker = None
@@ -375,13 +299,10 @@ class ProcessPolicy(Policy):
         self._restarter.start()
         raise WorkerError(f"{reason}; restarting it, hold meanwhile")
 
-    def _restart(self, old: _Worker, detected: float) -> None:
+    def _restart(self, old: WorkerHandle, detected: float) -> None:
         """Background: kill `old`, then start workers (the spare first; backing off on failure) until one is ready
         or closed; then start the next spare."""
-        with self._res.lock:
-            if old in self._res.workers:
-                self._res.workers.remove(old)
-        _stop(old, self.grace, polite=False)
+        self._res.discard(old)
         stopped = time.monotonic()
         delay = 0.5
         while not self._closed.is_set():
@@ -407,7 +328,7 @@ class ProcessPolicy(Policy):
             self._start_spare()
             return
 
-    def _start(self) -> tuple[_Worker, str, float, float]:
+    def _start(self) -> tuple[WorkerHandle, str, float, float]:
         """A ready worker: the spare promoted (if there is a usable one) or a new process; with its source and the
         seconds spent in spawn + import (0 for a warm spare) and in build. Re-raises the factory's error."""
         t0 = time.monotonic()
@@ -417,11 +338,11 @@ class ProcessPolicy(Policy):
         source, waited = "spare", False
         if worker is not None:
             try:
-                waited = not self._warm_up(worker, 0.0)  # not warm yet: wait for its imports (counted as spawn)
-                if waited and not self._warm_up(worker, max(0.0, deadline - time.monotonic())):
+                waited = not worker.warm_up(0.0)  # not warm yet: wait for its imports (counted as spawn)
+                if waited and not worker.warm_up(max(0.0, deadline - time.monotonic())):
                     raise WorkerError(f"not warm after {self.startup_timeout:g} s")
             except Exception as err:
-                self._discard(worker)
+                self._res.discard(worker)
                 if self._closed.is_set():
                     raise
                 log.warning("spare inference worker (pid %d) unusable (%s): starting a new one", worker.pid, err)
@@ -429,12 +350,12 @@ class ProcessPolicy(Policy):
         if worker is None:
             source, waited, worker = "cold", True, self._launch()
         try:
-            if not self._warm_up(worker, max(0.0, deadline - time.monotonic())):
+            if not worker.warm_up(max(0.0, deadline - time.monotonic())):
                 raise WorkerError(f"inference worker (pid {worker.pid}) not ready after {self.startup_timeout:g} s")
             t1 = time.monotonic()
-            self._info = self._build(worker, deadline)
+            self._info = worker.build(self.factory, self.kwargs, deadline, self.startup_timeout)
         except BaseException:
-            self._discard(worker)
+            self._res.discard(worker)
             raise
         return worker, source, (t1 - t0) if waited else 0.0, time.monotonic() - t1
 
@@ -450,72 +371,10 @@ class ProcessPolicy(Policy):
         with self._spare_lock:
             self._spare = spare
 
-    def _launch(self) -> _Worker:
-        """Start a worker process (registered for cleanup first); it imports, says "warm" and waits to build."""
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=serve,
-            args=(child, self._modules, self.preload, self.threads, self.niceness),
-            name="mole_inference_worker",
-            daemon=True,
-        )
-        worker = _Worker(process, parent)
-        with self._res.lock:
-            self._res.workers.append(worker)
-        try:
-            process.start()
-        except BaseException:
-            with self._res.lock:
-                self._res.workers.remove(worker)
-            parent.close()
-            raise
-        finally:
-            child.close()
-        return worker
-
-    def _warm_up(self, worker: _Worker, timeout: float) -> bool:
-        """True once `worker` has imported its modules (waiting up to `timeout`); raises why it stopped instead."""
-        if worker.failure is not None:
-            raise worker.failure
-        if not worker.warm and self._receive(worker, timeout)[0] is not None:
-            worker.warm = True  # the first message after start-up is "warm" (or an error, raised)
-        if worker.warm and not worker.process.is_alive():  # a spare can die while it waits (OOM killer, a test)
-            worker.failure = WorkerError(f"inference worker (pid {worker.pid}) exited ({_exit_text(worker.process)})")
-            raise worker.failure
-        return worker.warm
-
-    def _build(self, worker: _Worker, deadline: float) -> dict[str, Any]:
-        """Send the factory to a warm `worker` and wait (until `deadline`) for its policy's attributes."""
-        with contextlib.suppress(OSError):  # it died: the receive below says how
-            worker.conn.send(("build", self.factory, self.kwargs))
-        kind, payload = self._receive(worker, max(0.0, deadline - time.monotonic()))
-        if kind is None:
-            raise WorkerError(f"inference worker (pid {worker.pid}) not ready after {self.startup_timeout:g} s")
-        return payload
-
-    def _receive(self, worker: _Worker, timeout: float) -> tuple[str | None, Any]:
-        """The next start-up message of `worker` within `timeout`, (None, None) if none; raises (and remembers)
-        the worker's error, or a WorkerError saying how it exited."""
-        try:
-            if not worker.conn.poll(timeout):
-                return None, None
-            kind, payload = worker.conn.recv()
-        except (EOFError, OSError):
-            worker.process.join(self.grace)  # reaped first: the exit code says how it ended
-            kind = "error"
-            payload = WorkerError(
-                f"inference worker (pid {worker.pid}) exited while starting ({_exit_text(worker.process)})"
-            )
-        if kind == "error":
-            worker.failure = payload
-            raise payload
-        return kind, payload
-
-    def _discard(self, worker: _Worker) -> None:
-        with self._res.lock:
-            if worker in self._res.workers:
-                self._res.workers.remove(worker)
-        _stop(worker, self.grace, polite=False)
+    def _launch(self) -> WorkerHandle:
+        """Start a worker process with this policy's settings; it imports, says "warm" and waits to build."""
+        args = (self._modules, self.preload, self.threads, self.niceness)
+        return self._res.launch(self._ctx, args, self.grace)
 
 
 def _check_image(image: Any) -> np.ndarray:
