@@ -1,8 +1,9 @@
 """INT8 calibration data: (frame, instruction) samples from episode bags, and the stage inputs they produce.
 
 Stage inputs are recorded by running the fp32 ONNX pipeline itself, so every stage (each decoder layer, every
-DDIM step of the DiT head) is calibrated on the activations it sees at inference; each sample runs once with the
-router's top-k and once with all layers, so layers the router rarely picks still get data.
+DDIM step of the DiT head, every Euler step of the flow expert) is calibrated on the activations it sees at
+inference; each sample runs once with the router's top-k and once with all layers, so layers the router rarely
+picks still get data.
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_st
                         ) -> dict[str, list[dict[str, np.ndarray]]]:
     """Inputs of every stage over `samples`, from fp32 `OnnxStages` (routed run and full run per sample).
 
-    At most `max_per_stage` feeds are kept per stage (stages run many times a step, DDIM's denoise or the
-    autoregressive family's per-token stages, are thinned evenly over the samples), bounding memory on large
-    presets.
+    At most `max_per_stage` feeds are kept per stage (stages run many times a step, DDIM's denoise, the
+    autoregressive family's per-token stages or the flow family's per-Euler-step stages, are thinned evenly over
+    the samples), bounding memory on large presets.
     """
     feeds: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)
@@ -114,8 +115,14 @@ def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_st
 
 def _runs_per_step(policy) -> dict[str, int]:
     """Stages run more than once per control step, and how often (the others run once)."""
-    head = policy.cfg.action_head
-    if getattr(policy, "family", "diffusion") != "autoregressive":
+    head, family = policy.cfg.action_head, getattr(policy, "family", "diffusion")
+    if family == "flow":
+        from mole_inference.export.flow_stages import expert_stage
+
+        steps = head.flow_steps  # every Euler step runs the suffix, the run expert layers and the velocity
+        experts = {expert_stage(i): steps for i in range(policy.cfg.llm.num_layers)}
+        return {"suffix": steps, "velocity": steps, **experts}
+    if family != "autoregressive":
         return {"denoise": head.ddim_steps}
     from mole_inference.export.token_stages import decode_stage
 

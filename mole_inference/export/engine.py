@@ -18,15 +18,15 @@ log = logging.getLogger(__name__)
 
 ENGINES = "engines.json"
 PRECISIONS = ("fp32", "fp16", "int8")
-ENGINE_FAMILIES = ("diffusion",)  # runtime/tensorrt_backend.py's buffer plan: no KV cache, no token loop
+ENGINE_FAMILIES = ("diffusion",)  # runtime/tensorrt_backend.py's buffer plan: no KV cache, token or Euler loop
 
 
 def check_engine_family(family: str) -> None:
     """Raise ConfigError unless the TensorRT backend can run the action head `family`."""
     if family not in ENGINE_FAMILIES:
         raise ConfigError(f"action_head.type={family!r} has no TensorRT engines (the TensorRT backend runs "
-                          f"{list(ENGINE_FAMILIES)} only: it has no KV-cache buffers or token loop); run the same "
-                          "export with --backend onnxruntime")
+                          f"{list(ENGINE_FAMILIES)} only: it has no KV-cache buffers, token loop or Euler loop); run "
+                          "the same export with --backend onnxruntime")
 
 
 def require_tensorrt():

@@ -4,8 +4,8 @@ on load.
 One export folder holds variants (`fp32/`, `int8/`) of the same stages. Loaders call `Manifest.load`, which
 checks that every stage the config needs is present with the shapes it needs, and (by default) that every file
 exists with the recorded SHA-256 and declares the recorded inputs and outputs. `family` (the config's
-`action_head.type`) tells a runtime which loop drives the stages: DDIM (diffusion) or greedy tokens
-(autoregressive); manifests written before it existed are diffusion exports.
+`action_head.type`) tells a runtime which loop drives the stages: DDIM (diffusion), greedy tokens
+(autoregressive) or Euler steps (flow); manifests written before it existed are diffusion exports.
 """
 
 from __future__ import annotations

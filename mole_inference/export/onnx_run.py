@@ -1,6 +1,7 @@
 """An export folder's stage graphs run in ONNX Runtime, in pipeline order: vision, router, then the family's loop
 (diffusion: k layers, cognition, DDIM over denoise; autoregressive: k prefill layers, then greedy action tokens
-through the same k decode layers, export/token_loop.py). The manifest's `family` picks the loop.
+through the same k decode layers, export/token_loop.py; flow: k prefill layers, then Euler steps through the same
+k expert layers, export/flow_loop.py). The manifest's `family` picks the loop.
 
 Lives in `export` because export itself runs its graphs: INT8 calibration records every stage's inputs and the
 INT8 report measures action error against fp32. `runtime.onnx_backend.OnnxPolicy` wraps `OnnxStages` behind the
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from mole_inference.errors import BackendUnavailableError, ConfigError, InputError
+from mole_inference.export.flow_loop import flow_actions, prefix_kv
 from mole_inference.export.manifest import Manifest
 from mole_inference.export.stages import layer_stage
 from mole_inference.export.token_loop import greedy_actions
@@ -137,7 +139,8 @@ class OnnxStages:
         """Normalized actions (C, A) float64, the layers run (ascending) and router probabilities (1, K).
 
         `layers` overrides the router (None: top-k; `range(K)`: the full model); `timer(name)` wraps each stage.
-        The autoregressive family ignores `noise` and returns one action (1, A) at the greedy tokens' bin centres.
+        The autoregressive family ignores `noise` and returns one action (1, A) at the greedy tokens' bin centres;
+        the flow family times the prefix as `llm` and the Euler steps as `action_head` (as TorchPolicy does).
         """
         if layers is not None:
             layers = sorted(layers)
@@ -155,6 +158,12 @@ class OnnxStages:
             with timer("action_head"):  # no head of its own; the key keeps the timings alike across families
                 pass
             return actions, chosen, probs
+        if self.family == "flow":
+            with timer("llm"):
+                kv = prefix_kv(self, chosen, h, bias, cos, sin)
+            with timer("action_head"):
+                actions = flow_actions(self, self.cfg, chosen, kv, bias, noise)
+            return actions[0].astype(np.float64), chosen, probs
         with timer("llm"):
             for i in chosen:
                 (h,) = self(layer_stage(i), h=h, bias=bias, cos=cos, sin=sin)

@@ -8,7 +8,9 @@ stay fp32 (< 0.1 % of the weights, and its top-k is discrete, so quantization no
 the token embedding table in the router stage is int8 (1.7 % of CogACT's weights: fp32 there costs ~0.03 of the
 INT8/FP16 ratio). The autoregressive family quantizes its prefill and decode layers and its token embedding; its
 LM-head stage (the action-bin rows only) stays fp32 for the same reason as the router, and its held-out action
-error counts whole bins wherever a greedy token flips.
+error counts whole bins wherever a greedy token flips. The flow family quantizes its prefill and expert layers and
+its suffix embedding; its velocity stage (final norm + `action_out_proj`, W x A) stays fp32: its output is
+integrated by every Euler step straight into the actions, and it holds < 0.1 % of the weights.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ WEIGHT_OPS = ("MatMul", "Gemm", "Conv")
 # Stages whose matrices stay fp32 (only an embedding lookup is quantized): both end in a discrete choice (top-k
 # layers, the greedy action bin) that quantization noise would flip, and both are small (lm_head: num_bins x D).
 EMBEDDING_ONLY = ("router", "lm_head")
+# Stages copied in fp32: the flow family's velocity is added to the chunk at every Euler step (no discrete choice
+# absorbs its noise), and it is tiny.
+KEEP_FLOAT = ("velocity",)
 
 
 def weight_nodes(path: Path, embedding_only: bool = False) -> list[str]:
@@ -118,7 +123,8 @@ def quantize_export(man: Manifest, data: CalibrationSet, seed: int = 0, threads:
     stages: dict[str, StageEntry] = {}
     for name, entry in man.variants["fp32"].items():
         rel = f"int8/{name}.onnx"
-        quantize_stage(man.root / entry.graph, man.root / rel, feeds.get(name, []), name in EMBEDDING_ONLY)
+        stage_feeds = [] if name in KEEP_FLOAT else feeds.get(name, [])  # no feeds: a plain copy
+        quantize_stage(man.root / entry.graph, man.root / rel, stage_feeds, name in EMBEDDING_ONLY)
         stages[name] = StageEntry(name, stage_files(man.root, rel), entry.inputs, entry.outputs)
         log.debug("quantized %s", name)
     man.variants["int8"] = stages

@@ -1,8 +1,9 @@
 """The exported stages of one control step, as small torch modules with fixed shapes (batch 1).
 
 The diffusion family (CogACT) below; the autoregressive family (OpenVLA) shares vision and router and replaces
-the rest with prefill, decode and LM-head stages (export/token_stages.py). `stage_io` and `stage_modules` pick by
-`action_head.type`.
+the rest with prefill, decode and LM-head stages (export/token_stages.py); the flow family (pi0) with the same
+prefill stages, then suffix, expert-layer and velocity stages (export/flow_stages.py). `stage_io` and
+`stage_modules` pick by `action_head.type`.
 
     vision     pixels (1, 3, R, R) f32                      -> img (1, N, D)
     router     img, ids (1, T) i64, text_mask (1, T) bool    -> probs (1, K), h (1, S, D), bias (1, 1, S, S),
@@ -34,19 +35,14 @@ _NOT_EXPORTABLE = {
 }
 
 
-EXPORTABLE_FAMILIES = ("diffusion", "autoregressive")
-_FAMILY_MISSING = {
-    "flow": "the stages have no action expert: besides layer stages that return their prefix keys/values (the "
-            "autoregressive family's prefill has those, causal only), it needs one expert-layer stage per LLM layer "
-            "reading them, suffix-embedding and velocity stages and the Euler loop on the host",
-}
+EXPORTABLE_FAMILIES = ("diffusion", "autoregressive", "flow")
 
 
 def check_exportable(router_type: str, what: str = "exported", family: str = "diffusion") -> None:
     """Raise ConfigError naming `router_type` or the action head `family` unless the exported stages can run it."""
     if family not in EXPORTABLE_FAMILIES:
-        why = _FAMILY_MISSING.get(family, "it has no exported form")
-        raise ConfigError(f"action_head.type={family!r} cannot be {what} ({why}); use the torch backend")
+        raise ConfigError(f"action_head.type={family!r} cannot be {what} (it has no exported form; the exported "
+                          f"families are {list(EXPORTABLE_FAMILIES)}); use the torch backend")
     if router_type not in EXPORTABLE_ROUTERS:
         why = _NOT_EXPORTABLE.get(router_type, "it has no exported form")
         raise ConfigError(f"router.type={router_type!r} cannot be {what} ({why}); use one of "
@@ -96,6 +92,10 @@ def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorS
         from mole_inference.export.token_stages import token_stage_io  # imports this module
 
         return token_stage_io(cfg, io)
+    if cfg.action_head.type == "flow":
+        from mole_inference.export.flow_stages import flow_stage_io  # imports this module
+
+        return flow_stage_io(cfg, io)
     for i in range(k):
         io[layer_stage(i)] = ([h, bias, cos, sin], [TensorSpec("h_out", (1, s, d), f32)])
     io["cognition"] = ([h], [cog])
@@ -173,6 +173,10 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
         from mole_inference.export.token_stages import token_stage_modules
 
         return token_stage_modules(model, mods)
+    if cfg.action_head.type == "flow":
+        from mole_inference.export.flow_stages import flow_stage_modules
+
+        return flow_stage_modules(model, mods)
     mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
     mods["cognition"] = CognitionStage(model)
     mods["denoise"] = DenoiseStage(model)
@@ -198,6 +202,10 @@ def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Ten
         from mole_inference.export.token_stages import token_example_inputs
 
         return token_example_inputs(model, mods, ins, router_out, gen)
+    if cfg.action_head.type == "flow":
+        from mole_inference.export.flow_stages import flow_example_inputs
+
+        return flow_example_inputs(model, mods, ins, router_out, gen)
     for i in range(cfg.llm.num_layers):
         ins[layer_stage(i)] = (h, bias, cos, sin)
         h = mods[layer_stage(i)](h, bias, cos, sin)

@@ -120,22 +120,35 @@ class FlowExpert(nn.Module):
         mixed = self.action_time_mlp_out(nn.functional.silu(mixed))
         return torch.cat([self.state_proj(state)[:, None], mixed], dim=1)  # (B, 1 + C, W)
 
+    def attention_inputs(self, h: torch.Tensor, key_mask: torch.Tensor
+                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """What every expert layer shares: the suffix bias (B, 1, n, P + n) over the prefix's valid keys `key_mask`
+        (B, P), and the rotary tables (B, n, Dh) at positions P .. P + n - 1 (the suffix follows the prefix)."""
+        p, n = key_mask.shape[1], h.shape[1]
+        pos = torch.arange(p, p + n, device=h.device).unsqueeze(0)
+        return suffix_bias(key_mask, n, h.dtype), self.rotary_emb(h, position_ids=pos)
+
+    def run_layer(self, j: int, h: torch.Tensor, bias: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                  kv: PrefixKV) -> torch.Tensor:
+        """Expert layer j over the suffix h (B, n, W), attending to LLM layer j's prefix in `kv` -> (B, n, W)."""
+        return self.layers[j](h, attention_mask=bias, position_embeddings=rope, **{cache_kwarg(): kv})
+
+    def velocity(self, h: torch.Tensor) -> torch.Tensor:
+        """Velocity (B, C, A) of the action tokens from the last suffix states (B, 1 + C, W): final norm, out proj."""
+        return self.action_out_proj(self.norm(h)[:, 1:])
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, kv: PrefixKV, key_mask: torch.Tensor,
                 layers: Sequence[int] | None = None, gate: torch.Tensor | None = None,
                 state: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity (B, C, A). `key_mask` (B, P): the prefix's valid keys. Inference: `layers` (the LLM's run
         layers; others never called). Training: `gate` (B, K) mixes every layer as Eq. 7 does the LLM's."""
         h = self.embed_suffix(x, t, state)  # (B, n, W)
-        p, n = key_mask.shape[1], h.shape[1]
-        bias = suffix_bias(key_mask, n, h.dtype)
-        pos = torch.arange(p, p + n, device=h.device).unsqueeze(0)  # the suffix follows the prefix
-        rope = self.rotary_emb(h, position_ids=pos)
-        kwargs = {cache_kwarg(): kv}
+        bias, rope = self.attention_inputs(h, key_mask)
         if gate is not None:
-            for j, layer in enumerate(self.layers):
+            for j in range(len(self.layers)):
                 g = gate[:, j].view(-1, 1, 1).to(h.dtype)
-                h = g * layer(h, attention_mask=bias, position_embeddings=rope, **kwargs) + (1.0 - g) * h
+                h = g * self.run_layer(j, h, bias, rope, kv) + (1.0 - g) * h
         else:
             for j in range(len(self.layers)) if layers is None else sorted(layers):
-                h = self.layers[j](h, attention_mask=bias, position_embeddings=rope, **kwargs)
-        return self.action_out_proj(self.norm(h)[:, 1:])  # (B, C, A)
+                h = self.run_layer(j, h, bias, rope, kv)
+        return self.velocity(h)  # (B, C, A)

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: one session per exported stage; each step runs only the router's k layer sessions.
 
-Both exported families: diffusion (k layers, cognition, DDIM) and autoregressive (k prefill layers, then each
-action token through the same k decode layers; the other layers' sessions are never run). The manifest's `family`
+All three exported families: diffusion (k layers, cognition, DDIM), autoregressive (k prefill layers, then each
+action token through the same k decode layers) and flow (k prefill layers returning their keys/values, then each
+Euler step through the same k expert layers); the other layers' sessions are never run. The manifest's `family`
 picks the loop (export/onnx_run.py).
 
 CPU by default; `device="cuda"` uses the CUDA execution provider when this onnxruntime build has it. The fp32
@@ -33,7 +34,7 @@ class OnnxPolicy(StagedPolicy):
     """MoLe-VLA stages in ONNX Runtime behind the Policy contract; the sessions are `export.onnx_run.OnnxStages`.
 
     `session_runs` counts `session.run` calls per stage (tests check that exactly k layer sessions run per step,
-    and, autoregressive, k decode sessions per fed-back token);
+    and, autoregressive, k decode sessions per fed-back token; flow, k expert sessions per Euler step);
     `observer(stage, feeds)`, when set, sees every stage's inputs.
     """
 
@@ -73,7 +74,8 @@ class OnnxPolicy(StagedPolicy):
     def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
             layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
         """See StagedPolicy.run: vision, router, the chosen layer sessions only, then the family's loop (cognition
-        and DDIM over denoise, or greedy tokens through the chosen decode sessions; `noise` unused)."""
+        and DDIM over denoise; greedy tokens through the chosen decode sessions, `noise` unused; or Euler steps
+        from `noise` through the chosen expert sessions)."""
         timer = StageTimer(torch.device("cpu"))  # session.run returns host arrays: already synchronized
         actions, chosen, probs = self.stages.run(pixels, ids, mask, noise, layers, timer)
         timer.ms["total"] = sum(timer.ms.values())

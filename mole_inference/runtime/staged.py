@@ -1,7 +1,8 @@
 """Host side shared by the exported backends (onnxruntime, tensorrt): pre-processing, top-k, DDIM, `infer`.
 
-The autoregressive family's greedy token loop lives with its stages (export/token_loop.py), like the stages the
-engines run; its `run` returns one action (1, A) and ignores the noise `infer` draws (as TorchPolicy does).
+The autoregressive family's greedy token loop and the flow family's Euler loop live with their stages
+(export/token_loop.py, export/flow_loop.py), like the stages the engines run; the autoregressive `run` returns one
+action (1, A) and ignores the noise `infer` draws (as TorchPolicy does), the flow `run` integrates from it.
 
 A backend subclasses `StagedPolicy` and implements `run`; `mole_inference.runtime.bench.bench` and the ROS node
 use it unchanged. Numbers match `TorchPolicy`: same resize, tokenizer, numpy noise, scheduler and stats.

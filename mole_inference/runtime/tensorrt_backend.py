@@ -3,7 +3,7 @@
 Buffers are torch CUDA tensors allocated once. The router stage writes the prompt, bias and rotary tables; every
 layer engine reads bias/cos/sin from those same buffers, and `h` ping-pongs between two buffers, so a step moves
 no activations between engines and only the selected layers' engines are enqueued. Diffusion family only: an
-autoregressive export is refused by name (`export.engine.check_engine_family`); ONNX Runtime runs it.
+autoregressive or flow export is refused by name (`export.engine.check_engine_family`); ONNX Runtime runs both.
 """
 
 from __future__ import annotations

@@ -216,14 +216,22 @@ def test_info_and_bench_commands(capsys):
     assert bench["active_layers"] == 4 and bench["total_layers"] == 8
 
 
-def test_export_refuses_the_flow_family_naming_what_is_missing(model, tmp_path):
-    from mole_inference.export.stages import stage_modules
+def test_export_stages_pair_expert_layers_with_llm_layers(model):
+    """The flow family exports (tests/export/test_flow_export.py runs it): one prefill and one expert stage per
+    layer pair, and the stages chained over a layer set give the expert's own velocity."""
+    from mole_inference.export.flow_stages import expert_stage
+    from mole_inference.export.stages import layer_stage, stage_io, stage_modules
 
-    with pytest.raises(ConfigError, match=r"flow.*expert-layer stage"):
-        stage_modules(model)
-    pytest.importorskip("onnx")
-    from mole_inference.export.onnx_export import export_onnx
-
-    with pytest.raises(ConfigError, match=r"action_head\.type='flow'"):
-        export_onnx(model, ActionStats.identity(7), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    mods, k, layers = stage_modules(model), model.num_layers, [0, 2]
+    assert list(mods) == list(stage_io(model.cfg))
+    assert [n for n in mods if n.startswith("expert_")] == [expert_stage(j) for j in range(k)]
+    assert {layer_stage(j) for j in range(k)} <= set(mods) and "cognition" not in mods
+    x, t = torch.randn(1, 4, 7), torch.tensor([0.4])
+    with torch.no_grad():
+        h, key_mask = prompt(model)
+        _, cache = model.prefill(h, key_mask, layers)
+        want = model.action_head(x, t, PrefixKV(cache), key_mask, layers=layers)
+        s = mods["suffix"](x, t)
+        for j in layers:
+            s = mods[expert_stage(j)](s, key_mask, *cache.kv[j])
+        torch.testing.assert_close(mods["velocity"](s), want)
