@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill", help="training.distill: none, mse, kl, reverse_kl, mse+reverse_kl")
     p.add_argument("--workers", type=int, help="data loader workers (training.num_workers)")
     p.add_argument("--init", help="checkpoint folder whose weights start the student")
+    p.add_argument("--init-fresh", default="", help="comma-separated modules not taken from --init (e.g. "
+                   "action_head: a new family's head on a trained vision tower and LLM)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     p.add_argument("--strategy", choices=("auto", "fsdp", "ddp"), default="auto",
                    help="under torchrun: auto = FSDP on GPUs, DDP on CPU")
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("resolved config:\n%s", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         table = load_source_table(args.data, cfg, args.image_key, args.action_key, args.state_key)
         trainer = Trainer(cfg, BagDataset(table, cfg), args.out, resume=args.resume, init=args.init,
+                          init_fresh=tuple(p for p in args.init_fresh.split(",") if p),
                           progress=args.progress, ctx=ctx)
         result = trainer.fit()
         if ctx.is_main:

@@ -67,12 +67,14 @@ class Trainer:
     """Builds data, student, teacher and optimizer from `cfg`; `fit()` trains to `cfg.training.max_steps`.
 
     `data`: a folder of episode bags, a list of bag folders, or a ready `BagDataset`. `init`: a checkpoint
-    folder whose weights start the student (and teacher), e.g. a model pre-trained with all layers.
+    folder whose weights start the student (and teacher), e.g. a model pre-trained with all layers;
+    `init_fresh`: module prefixes (e.g. "action_head") neither taken from `init` nor required in it, to put a new
+    action head of another family on a trained vision tower and LLM.
     """
 
     def __init__(self, cfg: ModelConfig, data: str | Path | list[Path] | BagDataset, out: str | Path, *,
                  resume: bool = False, init: str | Path | None = None, device: str | None = None,
-                 progress: bool = True, ctx: DistContext | None = None) -> None:
+                 progress: bool = True, ctx: DistContext | None = None, init_fresh: tuple[str, ...] = ()) -> None:
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.ctx = ctx or init_distributed(device)
         t = cfg.training
@@ -96,7 +98,7 @@ class Trainer:
         torch.manual_seed(t.seed)  # identical initial weights on every rank (FSDP does not broadcast)
         student = MoLeVLA(cfg)
         if init is not None:
-            _load_init(student, Path(init))
+            _load_init(student, Path(init), init_fresh)
         self.objective = MoLeObjective(student, cfg)
         if init is not None and self.objective.goal_head is not None:
             _load_goal_head(self.objective.goal_head, Path(init))
@@ -305,16 +307,26 @@ def assign_goal_head(head: torch.nn.Linear, saved: dict[str, torch.Tensor]) -> N
         head.bias[:rows].copy_(saved["bias"])
 
 
-def _load_init(student: MoLeVLA, path: Path) -> None:
-    """Start from a checkpoint's weights (same shapes; the router may differ, e.g. from a full model)."""
+def _load_init(student: MoLeVLA, path: Path, init_fresh: tuple[str, ...] = ()) -> None:
+    """Start from a checkpoint's weights (same shapes; the router may differ, e.g. from a full model); modules
+    under the `init_fresh` prefixes keep their fresh initialization."""
     from safetensors.torch import load_file
 
     from mole_inference.model.checkpoint import WEIGHTS, read_checkpoint_config
 
     read_checkpoint_config(path)  # typed error when files are missing
-    missing, unexpected = student.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
-    fresh = ("router.", "text_film.")  # modules a run may add to a trained model (zero-init FiLM starts as identity)
+    own = tuple(p.rstrip(".") + "." for p in init_fresh)
+    unknown = [p for p in own if not any(k.startswith(p) for k in student.state_dict())]
+    if unknown:
+        raise ConfigError(f"--init-fresh {', '.join(p[:-1] for p in unknown)}: no such module in this model "
+                          f"(top-level modules: {sorted({k.split('.')[0] for k in student.state_dict()})})")
+    source = {k: v for k, v in load_file(str(path / WEIGHTS)).items() if not k.startswith(own)} if own else \
+        load_file(str(path / WEIGHTS))
+    missing, unexpected = student.load_state_dict(source, strict=False)
+    fresh = ("router.", "text_film.", *own)  # modules a run may add to a trained model (zero-init FiLM: identity)
     bad = [k for k in [*missing, *unexpected] if not k.startswith(fresh)]
     if bad:
-        raise ConfigError(f"--init {path}: weights do not match this config ({sorted(bad)[:5]})")
-    log.info("initialized the student from %s%s", path, " (router left fresh)" if missing else "")
+        raise ConfigError(f"--init {path}: weights do not match this config ({sorted(bad)[:5]}); "
+                          "--init-fresh PREFIX leaves a module (e.g. action_head) fresh")
+    left = sorted({k.split(".")[0] for k in missing})
+    log.info("initialized the student from %s%s", path, f" ({', '.join(left)} left fresh)" if missing else "")
