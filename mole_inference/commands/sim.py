@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
     r.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    r.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
+                   help="the expert turns to the cube's nearest face before grasping (default on; "
+                   "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
     r.set_defaults(func=run_record)
 
     e = cmds.add_parser("eval", help="closed-loop success of a policy per task, with a JSON report and a strip")
@@ -75,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--start-offset", type=float, default=0.0,
                    help="random start TCP around home, +- m (default 0: home; record-demos' value replays demo seeds)")
     e.add_argument("--start-yaw", type=float, default=0.0, help="random start yaw, +- rad (default 0)")
+    e.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
+                   help="--expert only: " + "the expert turns to the cube's nearest face before grasping")
     e.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="folder for report.json, strip.png")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -99,6 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--gripper-near", type=float, default=0.08, help="see --gripper-window (m)")
     c.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m")
     c.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
+    c.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
+                   help="the expert turns to the cube's nearest face before grasping (default on; "
+                   "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     c.set_defaults(func=run_interventions)
 
@@ -141,7 +149,7 @@ def run_record(args: argparse.Namespace) -> int:
                      image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
                      start_offset=args.start_offset, start_yaw=args.start_yaw,
                      keep_failures=args.keep_failures, storage=args.storage,
-                     binarize_gripper=args.binarize_gripper)
+                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult) -> None:
             bar.set_postfix_str(f"{result.task} seed {result.seed}: {'ok' if result.success else 'FAIL'}")
@@ -174,7 +182,8 @@ def run_interventions(args: argparse.Namespace) -> int:
     rule = TakeoverRule(deviation=args.deviation, window_s=args.window, give_up_fraction=args.give_up,
                         stall_s=args.stall, gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
-                     start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True)
+                     start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True,
+                     grasp_turn=args.grasp_turn)
     policy = load_policy(checkpoint=args.checkpoint)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult, took_over_at: int | None) -> None:
@@ -240,7 +249,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
                      ensemble=args.ensemble, sticky_gripper=args.sticky_gripper, max_seconds=args.max_seconds,
-                     video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw)
+                     video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
+                     grasp_turn=args.grasp_turn)
     if args.threads:
         import torch
 

@@ -59,6 +59,7 @@ class SimConfig:
     max_seconds: float | None = None  # episode limit override; None uses the task's own
     expert_noise_trans: float = 0.0  # m, std of noise on the expert's translation deltas
     expert_noise_rot: float = 0.0  # rad, std of noise on the expert's rotation deltas
+    expert_grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (ScriptedExpert)
     start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
     start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
     # how the arm follows targets: "kinematic" = IK onto stiff joint servos (exact, fast: training data and

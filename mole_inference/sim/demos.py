@@ -74,6 +74,7 @@ class DemoConfig:
     storage: str = "mcap"
     image_size: int = 224
     binarize_gripper: bool = True  # record/execute 0 or 1, as the robot's SafetyEnvelope sends by default
+    grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (SimConfig)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -206,7 +207,8 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
                            extra={"sim": True, "seed": seed, "control_hz": config.control_hz,
                                   "image_hz": config.image_hz, "noise_trans": config.noise_trans,
                                   "noise_rot": config.noise_rot, "dart": config.dart,
-                                  "start_offset": config.start_offset, "start_yaw": config.start_yaw})
+                                  "start_offset": config.start_offset, "start_yaw": config.start_yaw,
+                                  "grasp_turn": config.grasp_turn})
     path = new_episode_path(out, env.task.name, t0)
     float64 = default_typestore().types[FLOAT64_TYPE]
     ticks = images = 0
@@ -273,7 +275,8 @@ def record_demos(out: str | Path, config: DemoConfig,
         task_dir.mkdir(parents=True, exist_ok=True)
         env = make_env(task, seed=config.seed, control_dt=config.control_dt, image_size=config.image_size,
                        cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot,
-                       start_offset=config.start_offset, start_yaw=config.start_yaw)
+                       start_offset=config.start_offset, start_yaw=config.start_yaw,
+                       expert_grasp_turn=config.grasp_turn)
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:

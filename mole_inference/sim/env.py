@@ -124,7 +124,8 @@ class SimEnv:
     def make_expert(self, rng: np.random.Generator | None = None) -> ScriptedExpert:
         """A scripted expert for this env's task (call its `reset()` after each env reset)."""
         return ScriptedExpert(self.task, self.control_dt, self.config.expert_noise_trans,
-                              self.config.expert_noise_rot, rng if rng is not None else self.rng)
+                              self.config.expert_noise_rot, rng if rng is not None else self.rng,
+                              grasp_turn=self.config.expert_grasp_turn)
 
     def close(self) -> None:
         """Release the renderer's GL context."""

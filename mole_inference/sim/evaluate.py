@@ -47,6 +47,7 @@ class EvalConfig:
     video_episodes: int = 1  # first episodes per task whose wrist frames are kept for the strip
     start_offset: float = 0.0  # m, random start TCP around home (SimConfig); the demos' value replays their starts
     start_yaw: float = 0.0  # rad, random start yaw (SimConfig)
+    grasp_turn: bool = True  # `--expert` only: whether the scripted expert turns before grasping
     sticky_gripper: float = 0.0  # s a policy gripper switch is kept before the next (SafetyConfig); 0: off
 
     def __post_init__(self) -> None:
@@ -238,7 +239,8 @@ def evaluate(policy: Policy, config: EvalConfig,
     t_start = time.perf_counter()
     for task_index, task in enumerate(config.tasks):
         overrides = {"max_seconds": config.max_seconds} if config.max_seconds is not None else {}
-        overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw)
+        overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw,
+                         expert_grasp_turn=config.grasp_turn)
         with make_env(task, seed=config.seed, control_dt=policy.action_dt, cameras=("wrist",), **overrides) as env:
             if hasattr(policy, "env"):  # the scripted expert (sim eval --expert) reads the sim's state
                 policy.env = env

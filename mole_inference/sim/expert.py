@@ -62,8 +62,12 @@ class ScriptedExpert:
     """Privileged-state expert for the tasks in `tasks.py`; `act(state)` returns a 7-D EE delta."""
 
     def __init__(self, task: Task, control_dt: float = 0.1, noise_trans: float = 0.0, noise_rot: float = 0.0,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, grasp_turn: bool = True) -> None:
         self.task = task
+        # Turn to the cube's nearest face before grasping; without it the fingers (8 cm) close across the cube at
+        # any yaw (4 cm, 5.7 cm corner to corner), and the close-up wrist views show cubes at every angle, as a
+        # policy that does not turn will see them.
+        self.grasp_turn = grasp_turn
         self.control_dt = control_dt
         self.noise_trans = noise_trans  # m, std of Gaussian noise added to each translation delta
         self.noise_rot = noise_rot  # rad, std of noise added to each rotation delta
@@ -158,7 +162,7 @@ class ScriptedExpert:
         yield from self._move(level_above, lambda s: start, GRIPPER_OPEN, tol=0.01)
         level = float(np.clip(self._state.ee_pos[2], LOW_LEVEL_Z, HOVER_Z))
         near = ee_yaw(self._state.ee_rot)
-        yaw = lambda s: grasp_yaw(s, name, near)  # noqa: E731
+        yaw = (lambda s: grasp_yaw(s, name, near)) if self.grasp_turn else (lambda s: near)
         yield from self._move(self._above(name, level), yaw, GRIPPER_OPEN, tol=0.01)
         yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
         yield from self._hold(0.6, GRIPPER_CLOSED)

@@ -38,7 +38,7 @@ class ExpertPolicy(Policy):
         if self.env is None:
             raise RuntimeError("ExpertPolicy.env is not set: evaluate() attaches the env before the first episode")
         if self._expert is None:
-            self._expert = ScriptedExpert(self.env.task, self.action_dt)
+            self._expert = ScriptedExpert(self.env.task, self.action_dt, grasp_turn=self.env.config.expert_grasp_turn)
             self._expert.reset()
         action = self._expert.act(self.env.state())
         action[6] = 1.0 if action[6] >= 0.5 else 0.0

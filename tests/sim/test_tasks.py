@@ -100,3 +100,33 @@ def test_unknown_task_suggests_a_name():
 
     with pytest.raises(ConfigError, match="did you mean 'pick'"):
         make_task("pik")
+
+
+@pytest.mark.parametrize("turn", [True, False])
+def test_expert_grasps_with_or_without_turning_to_the_cube(turn):
+    """expert_grasp_turn=False keeps the yaw it starts with (close-ups show the cube at any angle, as a policy that
+    does not turn sees it) and still lifts the cube; with the turn the fingers end square to a face."""
+    from mole_inference.sim.env import make_env
+    from mole_inference.sim.expert import ee_yaw, grasp_yaw
+    from mole_inference.sim.scene import CUBE_HALF
+
+    with make_env("pick", seed=0, cameras=(), start_yaw=0.3, expert_grasp_turn=turn) as env:
+        for seed in (200, 201, 202):
+            env.reset(seed, render=False)
+            expert = env.make_expert()
+            expert.reset()
+            start = ee_yaw(env.state().ee_rot)
+            yaw_at_close = None
+            done, info = False, {}
+            while not done:
+                action = expert.act(env.state())
+                if action[6] < 0.5 and yaw_at_close is None:
+                    yaw_at_close = ee_yaw(env.state().ee_rot)
+                    needed = grasp_yaw(env.state(), env.task.target, yaw_at_close)
+                    low = env.state().ee_pos[2] < 2 * CUBE_HALF
+                _, done, info = env.step(action, render=False)
+            assert info["success"] and low
+            if turn:
+                assert abs(needed - yaw_at_close) < 0.06  # square to the nearest face
+            else:
+                assert abs(yaw_at_close - start) < 0.02  # never turned
