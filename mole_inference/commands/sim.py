@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
     e.add_argument("--sticky-gripper", type=float, default=0.0, metavar="S",
                    help="keep each policy gripper switch for S seconds before accepting another (0: off)")
+    e.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
+                   help="send a policy gripper switch only after it was asked for S seconds in a row (0: off)")
     e.add_argument("--max-seconds", type=float, help="episode limit override (default: each task's own)")
     e.add_argument("--video-episodes", type=int, default=1, help="episodes per task drawn in the strip")
     e.add_argument("--start-offset", type=float, default=0.0,
@@ -248,7 +250,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from mole_inference.sim.strip import save_strip
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
-                     ensemble=args.ensemble, sticky_gripper=args.sticky_gripper, max_seconds=args.max_seconds,
+                     ensemble=args.ensemble, sticky_gripper=args.sticky_gripper,
+                     gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,
                      video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
                      grasp_turn=args.grasp_turn)
     if args.threads:

@@ -67,6 +67,10 @@ class SafetyConfig:
     # keeps that state for this many ticks before another policy switch is accepted, so a chunk boundary that
     # flickers cannot drop a grasped object mid-lift. Teleop switches always pass at once. 0: off.
     gripper_min_hold_ticks: int = 0
+    # debounce: a policy switch of the binarized gripper is sent only once the policy has asked for it on this
+    # many consecutive ticks (1 = at once), so one stray sample of a diffusion head cannot close the hand above
+    # the cube or drop what it holds. Teleop switches always pass at once.
+    gripper_confirm_ticks: int = 1
 
     def __post_init__(self) -> None:
         positive(self, "max_step_translation", "max_step_rotation", "max_target_distance", "max_target_angle")
@@ -80,6 +84,8 @@ class SafetyConfig:
         check(all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max, strict=True)),
               "workspace_max", self.workspace_max,
               f"must be > workspace_min={self.workspace_min} on every axis")
+        check(self.gripper_confirm_ticks >= 1, "gripper_confirm_ticks", self.gripper_confirm_ticks,
+              "must be >= 1 (1: a switch is sent at once)")
         check(self.gripper_min_hold_ticks >= 0, "gripper_min_hold_ticks", self.gripper_min_hold_ticks, "must be >= 0")
         check(0.0 <= self.gripper_close_below <= self.gripper_open_above <= 1.0, "gripper_close_below",
               self.gripper_close_below, f"must be in [0, gripper_open_above={self.gripper_open_above}] (<= 1)")

@@ -132,6 +132,7 @@ class SafetyEnvelope:
         self._latched: Pose | None = None  # the hold target while holding; None when not holding
         self._gripper: float | None = None
         self._gripper_age = NEVER  # ticks since the gripper command last changed (sticky gripper)
+        self._gripper_asks = 0  # consecutive policy ticks asking for the other gripper state (debounce)
 
     @property
     def last_gripper(self) -> float | None:
@@ -150,6 +151,7 @@ class SafetyEnvelope:
         self._latched = None
         self._gripper = None
         self._gripper_age = NEVER
+        self._gripper_asks = 0
 
     def relatch_hold(self) -> None:
         """Drop the hold latch: the next hold latches the measured pose of that moment (explicit events only)."""
@@ -162,6 +164,7 @@ class SafetyEnvelope:
             self._latched, flags = self._latch(measured, flags)
         latched = self._latched
         self._gripper_age += 1
+        self._gripper_asks = 0  # a hold breaks a run of asks
         self._last_target = latched  # integration resumes from the pose the arm was held at
         gripper = self._gripper
         delta = np.zeros(7)
@@ -242,8 +245,14 @@ class SafetyEnvelope:
             sticky = source == Source.POLICY and self._gripper_age < cfg.gripper_min_hold_ticks
             if self._gripper is not None and gripper != self._gripper and sticky:
                 gripper = self._gripper  # too soon after the last switch: keep it (see SafetyConfig)
+            asked = self._gripper is not None and gripper != self._gripper and source == Source.POLICY
+            self._gripper_asks = self._gripper_asks + 1 if asked else 0
+            if asked and self._gripper_asks < cfg.gripper_confirm_ticks:
+                gripper = self._gripper  # not asked for long enough yet (debounce, see SafetyConfig)
         switched = self._gripper is not None and gripper != self._gripper
         self._gripper_age = 0 if switched else self._gripper_age + 1
+        if switched:
+            self._gripper_asks = 0
 
         applied = np.empty(7)
         applied[:3] = position - ref.position

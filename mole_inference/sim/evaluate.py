@@ -49,6 +49,7 @@ class EvalConfig:
     start_yaw: float = 0.0  # rad, random start yaw (SimConfig)
     grasp_turn: bool = True  # `--expert` only: whether the scripted expert turns before grasping
     sticky_gripper: float = 0.0  # s a policy gripper switch is kept before the next (SafetyConfig); 0: off
+    gripper_confirm: float = 0.0  # s the policy must ask for a gripper switch before it is sent (debounce); 0: off
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -61,6 +62,7 @@ class EvalConfig:
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", self.max_seconds, "must be > 0")
         check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
         check(self.sticky_gripper >= 0, "sticky_gripper", self.sticky_gripper, "must be >= 0 s")
+        check(self.gripper_confirm >= 0, "gripper_confirm", self.gripper_confirm, "must be >= 0 s")
 
 
 @dataclass
@@ -129,7 +131,7 @@ class EvalReport:
             "seed": self.config.seed, "tasks": list(self.config.tasks), "episodes_per_task": self.config.episodes,
             "replan": self.config.replan, "ensemble": self.config.ensemble, "action_dt": self.action_dt,
             "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
-            "sticky_gripper": self.config.sticky_gripper,
+            "sticky_gripper": self.config.sticky_gripper, "gripper_confirm": self.config.gripper_confirm,
             "max_seconds": self.config.max_seconds,
             "success_rate": float(np.mean(successes)) if successes else 0.0,
             "ci95": list(wilson_interval(sum(successes), len(successes))),
@@ -156,7 +158,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
-def safety_envelope(action_dt: float, sticky_gripper: float = 0.0) -> Any:
+def safety_envelope(action_dt: float, sticky_gripper: float = 0.0, gripper_confirm: float = 0.0) -> Any:
     """The robot's SafetyEnvelope with per-tick limits scaled from the robot's 50 Hz defaults to `action_dt`.
 
     Deltas integrate onto the previous target (leashed to the measured pose), as on the robot and as the
@@ -169,7 +171,8 @@ def safety_envelope(action_dt: float, sticky_gripper: float = 0.0) -> Any:
     return SafetyEnvelope(SafetyConfig(max_step_translation=step, max_step_rotation=rot,
                                        max_target_distance=max(0.03, 1.5 * step),
                                        max_target_angle=min(max(0.2, 1.5 * rot), 3.0), integrate_from="target",
-                                       gripper_min_hold_ticks=round(sticky_gripper / action_dt)))
+                                       gripper_min_hold_ticks=round(sticky_gripper / action_dt),
+                                       gripper_confirm_ticks=max(1, round(gripper_confirm / action_dt))))
 
 
 def command_to_env_delta(env: Any, command: Any, gripper: float) -> np.ndarray:
@@ -196,7 +199,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     seed = config.seed + episode
     noise_rng = np.random.default_rng([config.seed, task_index, episode])
     scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / dt, action_dt=dt, ensemble=config.ensemble))
-    envelope = safety_envelope(dt, config.sticky_gripper)
+    envelope = safety_envelope(dt, config.sticky_gripper, config.gripper_confirm)
     policy.reset()
     obs = env.reset(seed, render=True)
     frames = [obs["wrist_rgb"]] if keep_frames else []

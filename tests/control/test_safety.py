@@ -16,7 +16,7 @@ from mole_inference.control.transforms import (
     quat_to_matrix,
     quat_to_rotvec,
 )
-from mole_inference.errors import InputError
+from mole_inference.errors import ConfigError, InputError
 
 DOWN = quat_from_rpy(math.pi, 0.0, 0.0)  # gripper pointing down, as on a tabletop
 
@@ -175,6 +175,22 @@ def test_sticky_gripper_keeps_a_policy_switch_for_min_hold_ticks_but_never_delay
     assert e2.apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 0.0  # 2 ticks after: kept closed
     assert e2.apply(pose(), delta(gripper=1.0), Source.TELEOP).gripper == 1.0  # the operator: at once
     assert env().apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 1.0  # off by default
+
+
+def test_gripper_confirm_sends_a_policy_switch_only_once_asked_for_long_enough_never_delaying_teleop():
+    e = env(gripper_confirm_ticks=3)
+    asked = (1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0)
+    sent = [e.apply(pose(), delta(gripper=g), Source.POLICY).gripper for g in asked]
+    # one-tick closes (ticks 1) are filtered; the close asked on ticks 3-5 is sent on tick 5; the open asked on
+    # tick 7 alone is filtered, the one asked on ticks 9-11 is sent on tick 11
+    assert sent == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    e.apply(pose(), delta(gripper=0.0), Source.POLICY)
+    e.apply(pose(), delta(gripper=0.0), Source.POLICY)
+    e.hold(pose(), "test")  # a hold breaks the run of asks
+    assert e.apply(pose(), delta(gripper=0.0), Source.POLICY).gripper == 1.0
+    assert e.apply(pose(), delta(gripper=0.0), Source.TELEOP).gripper == 0.0  # the operator: at once
+    with pytest.raises(ConfigError, match="gripper_confirm_ticks"):
+        env(gripper_confirm_ticks=0)
 
 
 def test_invalid_measured_pose():
