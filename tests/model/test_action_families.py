@@ -195,7 +195,9 @@ def test_openvla_7b_info_on_the_meta_device():
 
 # --- the diffusion family is unchanged ----------------------------------------------------------------------------
 def test_shipped_checkpoint_chunk_is_unchanged():
-    """Numbers recorded from the code before the families existed (same image, instruction and seed)."""
+    """The shipped checkpoint's chunk for a fixed image, instruction and seed, as recorded (first before the families
+    existed; re-recorded with unchanged code when the shipped weights changed to stage K): the diffusion path stays
+    what was evaluated. Re-record only together with new shipped weights."""
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     ckpt = models_dir() / "mole-tiny"

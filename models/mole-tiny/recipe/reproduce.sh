@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 3 h on 2 cores, plus about
-# 40 min of evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 4.5 h on 2 cores, plus about
+# 1 h of data collection and evaluation).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -8,8 +8,15 @@
 #   C  from B'@2000 with the subgoal head (training.goal_weight; its cosine spans 3500 steps; stopped at 1500)
 # Then two runs of 2500 steps start in parallel from C@1500 with the same data, schedule and subgoal head:
 #   D  STAR k = 4 + CogKD                                D' all layers (the comparison)
-# and each continues for 1200 steps (lr 3e-4, warmup 50, cosine): E from D (the shipped checkpoint), E' from D'.
-# Evaluation uses layout seeds 500000.. that no training or tuning used.
+# and each continues for 1200 steps (lr 3e-4, warmup 50, cosine): E from D, E' from D'.
+# Then two HG-DAgger rounds (the policy drives in the sim, the scripted expert takes over as an operator would):
+#   J  from E / E': pick and stack re-recorded with the expert that turns above the cube, interventions of E,
+#      1500 steps on the union (expert ticks only)
+#   K  from J / J' (the shipped checkpoint is K): pick and stack re-recorded with `--no-grasp-turn`, interventions
+#      of J with the no-turn expert, 1500 steps
+# Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
+# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k); this script chains them but was not run end to
+# end.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 work="${1:-runs/mole-tiny}"
@@ -43,11 +50,50 @@ $mole train --config $recipe/stage_e_mole.yaml --data "$work/demos" --out "$work
 $mole train --config $recipe/stage_e_full.yaml --data "$work/demos" --out "$work/E_full" \
   --init "$work/D_full/checkpoints/step_0002500" --no-progress
 wait
-for run in E_mole E_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001200" --tasks all --episodes 50 --seed 500000 \
+# HG-DAgger round 1 (J): turn-above-cube pick/stack demos, E's rollouts with takeovers, union of expert ticks
+$mole sim record-demos --tasks pick --episodes 150 --seed 30000 --out "$work/demos_j" &
+$mole sim record-demos --tasks stack --episodes 150 --seed 40000 --out "$work/demos_j"
+wait
+ckE="$work/E_mole/checkpoints/step_0001200"
+for t in "pick 120 60000" "stack 120 70000" "push_forward 60 80000" "touch 30 90000"; do
+  set -- $t
+  $mole sim collect-interventions --checkpoint "$ckE" --tasks "$1" --episodes "$2" --seed "$3" --threads 1 \
+    --out "$work/dagger_j"
+done
+mkdir -p "$work/data_j/demos"
+for t in touch push_forward; do ln -sfn "$(realpath "$work/demos/$t")" "$work/data_j/demos/$t"; done
+for t in pick stack; do ln -sfn "$(realpath "$work/demos_j/$t")" "$work/data_j/demos/$t"; done
+ln -sfn "$(realpath "$work/dagger_j")" "$work/data_j/dagger"
+$mole train --config $recipe/stage_j_mole.yaml --data "$work/data_j" --out "$work/J_mole" --init "$ckE" --no-progress &
+$mole train --config $recipe/stage_j_full.yaml --data "$work/data_j" --out "$work/J_full" \
+  --init "$work/E_full/checkpoints/step_0001200" --no-progress
+wait
+# round 2 (K): no-turn pick/stack demos, J's rollouts with no-turn takeovers
+$mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn --out "$work/demos_k" &
+$mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --out "$work/demos_k"
+wait
+ckJ="$work/J_mole/checkpoints/step_0001500"
+$mole sim collect-interventions --checkpoint "$ckJ" --tasks pick --episodes 150 --seed 61000 --no-grasp-turn \
+  --threads 1 --out "$work/dagger_k" &
+$mole sim collect-interventions --checkpoint "$ckJ" --tasks stack --episodes 150 --seed 71000 --no-grasp-turn \
+  --threads 1 --out "$work/dagger_k"
+wait
+mkdir -p "$work/data_k/demos" "$work/data_k/dagger_j"
+for t in touch push_forward; do
+  ln -sfn "$(realpath "$work/demos/$t")" "$work/data_k/demos/$t"
+  ln -sfn "$(realpath "$work/dagger_j/$t")" "$work/data_k/dagger_j/$t"
+done
+for t in pick stack; do ln -sfn "$(realpath "$work/demos_k/$t")" "$work/data_k/demos/$t"; done
+ln -sfn "$(realpath "$work/dagger_k")" "$work/data_k/dagger_k"
+$mole train --config $recipe/stage_k_mole.yaml --data "$work/data_k" --out "$work/K_mole" --init "$ckJ" --no-progress &
+$mole train --config $recipe/stage_k_full.yaml --data "$work/data_k" --out "$work/K_full" \
+  --init "$work/J_full/checkpoints/step_0001500" --no-progress
+wait
+for run in K_mole K_full; do
+  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
     --threads 1 --out "$work/eval_$run" &
 done
 wait
-$mole sim eval --checkpoint "$work/E_mole/checkpoints/step_0001200" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 --out "$work/eval_E_random"
-$mole sim probe --checkpoint "$work/E_mole/checkpoints/step_0001200" --frames 25 --seed 500000
+$mole sim eval --checkpoint "$work/K_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 --out "$work/eval_K_random"
+$mole sim probe --checkpoint "$work/K_mole/checkpoints/step_0001500" --frames 25 --seed 500000
