@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mole_inference.config.model import ModelConfig
-from mole_inference.export.token_stages import PrefillLayerStage, kv_shape
+from mole_inference.export.token_stages import PrefillLayerStage, kv_shape, prefill_example_inputs
 from mole_inference.model.flow_expert import PrefixKV
 from mole_inference.model.llm import LayerCache
 
@@ -107,15 +107,9 @@ def flow_example_inputs(model: nn.Module, mods: dict[str, nn.Module], ins: dict,
                         gen: torch.Generator) -> dict[str, tuple[torch.Tensor, ...]]:
     """Inputs of the flow stages after `ins` (vision, router), chained through the torch modules: every layer's
     prefix, then one Euler step's suffix at t = 0.7 through every expert layer."""
-    from mole_inference.export.stages import layer_stage
-
     cfg: ModelConfig = model.cfg
-    _, h, bias, cos, sin = router_out
-    ins, kv = dict(ins), {}
-    for i in range(cfg.llm.num_layers):
-        ins[layer_stage(i)] = (h, bias, cos, sin)
-        h, k, v = mods[layer_stage(i)](h, bias, cos, sin)
-        kv[i] = (k, v)
+    bias = router_out[2]
+    ins, _, kv = prefill_example_inputs(model, mods, ins, router_out)
     x = torch.randn((1, cfg.action_head.chunk_size, cfg.action_head.action_dim), generator=gen)
     ins["suffix"] = (x, torch.tensor([0.7]))
     suffix = mods["suffix"](*ins["suffix"])

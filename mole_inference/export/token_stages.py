@@ -136,6 +136,22 @@ def token_stage_modules(model: nn.Module, shared: dict[str, nn.Module]) -> dict[
 
 
 @torch.no_grad()
+def prefill_example_inputs(model: nn.Module, mods: dict[str, nn.Module], ins: dict, router_out: tuple
+                           ) -> tuple[dict, torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Every `layer_XX` prefill stage's inputs after `ins`, chained through the torch modules (shared by the
+    autoregressive and flow families): (inputs so far, last hidden state, {layer: (k, v)})."""
+    from mole_inference.export.stages import layer_stage
+
+    _, h, bias, cos, sin = router_out
+    ins, kv = dict(ins), {}
+    for i in range(model.cfg.llm.num_layers):
+        ins[layer_stage(i)] = (h, bias, cos, sin)
+        h, k, v = mods[layer_stage(i)](h, bias, cos, sin)
+        kv[i] = (k, v)
+    return ins, h, kv
+
+
+@torch.no_grad()
 def token_example_inputs(model: nn.Module, mods: dict[str, nn.Module], ins: dict, router_out: tuple,
                          gen: torch.Generator) -> dict[str, tuple[torch.Tensor, ...]]:
     """Inputs of the autoregressive stages after `ins` (vision, router), chained through the torch modules.
@@ -143,22 +159,15 @@ def token_example_inputs(model: nn.Module, mods: dict[str, nn.Module], ins: dict
     The decode example is the second fed-back token: the prompt's keys, slot S from the first token, and noise
     in the slots still masked (they must not matter).
     """
-    from mole_inference.export.stages import layer_stage
-
     cfg: ModelConfig = model.cfg
     s, p = cfg.seq_len, past_len(cfg)
-    _, h, bias, cos, sin = router_out
-    ins, kv = dict(ins), {}
-    for i in range(cfg.llm.num_layers):
-        ins[layer_stage(i)] = (h, bias, cos, sin)
-        h, k, v = mods[layer_stage(i)](h, bias, cos, sin)
-        kv[i] = (k, v)
+    ins, h, kv = prefill_example_inputs(model, mods, ins, router_out)
     ins["lm_head"] = (h[:, -1:],)
     token = model.action_head.tokenizer.greedy(mods["lm_head"](h[:, -1:])).view(1, 1)
     ins["token_embed"] = (token,)
     x = mods["token_embed"](token)
     key_mask = torch.zeros((1, p + 1), dtype=torch.bool)
-    key_mask[:, :s] = bias[0, 0, -1] == 0  # the prompt's last query sees exactly its valid keys (causal)
+    key_mask[:, :s] = router_out[2][0, 0, -1] == 0  # the prompt's last query sees exactly its valid keys (causal)
     key_mask[:, -1] = True
     past = {i: tuple(torch.randn(kv_shape(cfg, p), generator=gen) for _ in range(2)) for i in kv}
     for i, (k, v) in kv.items():

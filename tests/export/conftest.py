@@ -67,3 +67,24 @@ def tiny_export(tiny_checkpoint, calib_bags, tmp_path_factory):
     model, _, stats = load_checkpoint(tiny_checkpoint)
     man = export_model(model, stats, tmp_path_factory.mktemp("export"), int8=True, calib_bags=calib_bags)
     return model, man
+
+
+def export_family(cfg, tag: str, tmp_path_factory, star: bool, action_dim: int = 7):
+    """(torch policy, onnxruntime policy, manifest) of a random-weight model of `cfg`'s family, exported fp32 (and
+    INT8 with synthetic calibration when `star`); parity is left to the caller."""
+    from mole_inference.export.pipeline import export_model
+    from mole_inference.runtime.onnx_backend import OnnxPolicy
+    from mole_inference.runtime.torch_backend import TorchPolicy
+
+    torch.manual_seed(0)
+    model = MoLeVLA(cfg).eval()
+    stats = ActionStats.identity(action_dim)
+    man = export_model(model, stats, tmp_path_factory.mktemp(tag), int8=star, synthetic_calibration=star,
+                       calib_frames=16, check=False)
+    return TorchPolicy(model, cfg, stats), OnnxPolicy.from_export(man.root), man
+
+
+@pytest.fixture(scope="module")
+def image():
+    """One odd-sized camera frame for the family export tests."""
+    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)

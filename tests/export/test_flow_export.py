@@ -12,20 +12,16 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from mole_inference.config import preset
 from mole_inference.errors import ConfigError, InputError
 from mole_inference.export.flow_stages import expert_stage
 from mole_inference.export.manifest import Manifest, ManifestError
 from mole_inference.export.parity import FP32_TOL, stage_errors
-from mole_inference.export.pipeline import export_model
 from mole_inference.export.stages import check_exportable, layer_stage, stage_io
-from mole_inference.model.action_stats import ActionStats
-from mole_inference.model.vla import MoLeVLA
 from mole_inference.policy.processing import initial_noise
 from mole_inference.runtime.onnx_backend import OnnxPolicy
-from mole_inference.runtime.torch_backend import TorchPolicy
+from tests.export.conftest import export_family
 
 ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
 MICRO = {
@@ -48,19 +44,7 @@ def micro_pi0(router: str = "star"):
 @pytest.fixture(scope="module", params=["star", "full"])
 def exported(request, tmp_path_factory):
     """(torch policy, onnxruntime policy, manifest) of one random-weight model; STAR also gets its INT8 variant."""
-    cfg = micro_pi0(request.param)
-    torch.manual_seed(0)
-    model = MoLeVLA(cfg).eval()
-    stats = ActionStats.identity(A)
-    star = request.param == "star"
-    man = export_model(model, stats, tmp_path_factory.mktemp(f"flow-{request.param}"), int8=star,
-                       synthetic_calibration=star, calib_frames=16, check=False)  # parity: checked below
-    return TorchPolicy(model, cfg, stats), OnnxPolicy.from_export(man.root), man
-
-
-@pytest.fixture(scope="module")
-def image():
-    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return export_family(micro_pi0(request.param), f"flow-{request.param}", tmp_path_factory, request.param == "star")
 
 
 def test_manifest_records_the_family_and_the_flow_stages(exported, image):
