@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random start TCP around home, +- m (default 0: home; record-demos' value replays demo seeds)")
     e.add_argument("--start-yaw", type=float, default=0.0, help="random start yaw, +- rad (default 0)")
     e.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
-                   help="--expert only: " + "the expert turns to the cube's nearest face before grasping")
+                   help="--expert only: the expert turns to the cube's nearest face before grasping")
     e.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="folder for report.json, strip.png")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -69,7 +69,6 @@ class InterventionActor:
         self._envelope: Any = None
         self._distances: deque[tuple[float, float]] = deque()  # TCP to the expert's waypoint (xy, 3-D) since it began
         self._waypoint: np.ndarray | None = None
-        self._drift_kind = "away"
         self._gripper_disagree = 0  # consecutive ticks
         self._seed = 0
 
@@ -114,24 +113,24 @@ class InterventionActor:
             command = self._envelope.apply(measured, self._scheduler.next_action(now), Source.POLICY)
             gripper = command.gripper if command.gripper is not None else GRIPPER_OPEN
             action = command_to_env_delta(env, command, gripper)
-            drifted = self._drifted(state.ee_pos, self._expert.waypoint_pos)
+            drift = self._drift(state.ee_pos, self._expert.waypoint_pos)
             near = np.linalg.norm(state.ee_pos - state.objects[env.task.target].pos) <= self.rule.gripper_near
             closed = (action[6] < 0.5, expert[6] < 0.5)
             self._gripper_disagree = self._gripper_disagree + 1 if near and closed[0] != closed[1] else 0
             gripper_wrong = self.rule.gripper_s > 0 and \
                 self._gripper_disagree * self.control_dt >= self.rule.gripper_s - 1e-9
             late = tick >= self.rule.give_up_fraction * env.max_steps
-            reasons = {self._drift_kind: drifted, "gripper": gripper_wrong, "time": late}
+            reasons = {drift or "drift": drift is not None, "gripper": gripper_wrong, "time": late}
             if not any(reasons.values()):
                 return action, action.copy(), Source.POLICY.value
             self.took_over_at, self.reason = tick, "+".join(k for k, v in reasons.items() if v)
         return expert, expert.copy(), Source.TELEOP.value
 
-    def _drifted(self, tcp: np.ndarray, waypoint: np.ndarray | None) -> bool:
-        """Heading away from, or stuck short of, the expert's current waypoint (a jump of the waypoint, the plan's
-        next phase, starts a fresh history)."""
+    def _drift(self, tcp: np.ndarray, waypoint: np.ndarray | None) -> str | None:
+        """"away" (heading away from the expert's current waypoint), "stall" (stuck short of it) or None; a jump
+        of the waypoint, the plan's next phase, starts a fresh history."""
         if waypoint is None:
-            return False
+            return None
         if self._waypoint is None or np.linalg.norm(waypoint - self._waypoint) > 0.01:
             self._distances.clear()
         self._waypoint = waypoint.copy()
@@ -140,12 +139,11 @@ class InterventionActor:
         ticks = len(d) - 1
         window = round(self.rule.window_s / self.control_dt)
         if ticks >= window and planar[-1] - planar[-1 - window] > self.rule.deviation:
-            self._drift_kind = "away"
-            return True
-        self._drift_kind = "stall"
+            return "away"
         stall = round(self.rule.stall_s / self.control_dt)
-        return self.rule.stall_s > 0 and ticks >= stall and d[-1] > self.rule.stall_far and \
+        stalled = self.rule.stall_s > 0 and ticks >= stall and d[-1] > self.rule.stall_far and \
             d[-1 - stall] - d[-1] < self.rule.stall_progress
+        return "stall" if stalled else None
 
 
 @dataclass

@@ -320,8 +320,7 @@ def _load_init(student: MoLeVLA, path: Path, init_fresh: tuple[str, ...] = ()) -
     if unknown:
         raise ConfigError(f"--init-fresh {', '.join(p[:-1] for p in unknown)}: no such module in this model "
                           f"(top-level modules: {sorted({k.split('.')[0] for k in student.state_dict()})})")
-    source = {k: v for k, v in load_file(str(path / WEIGHTS)).items() if not k.startswith(own)} if own else \
-        load_file(str(path / WEIGHTS))
+    source = {k: v for k, v in load_file(str(path / WEIGHTS)).items() if not k.startswith(own)}  # () matches nothing
     missing, unexpected = student.load_state_dict(source, strict=False)
     fresh = ("router.", "text_film.", *own)  # modules a run may add to a trained model (zero-init FiLM: identity)
     bad = [k for k in [*missing, *unexpected] if not k.startswith(fresh)]

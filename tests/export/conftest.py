@@ -88,3 +88,23 @@ def export_family(cfg, tag: str, tmp_path_factory, star: bool, action_dim: int =
 def image():
     """One odd-sized camera frame for the family export tests."""
     return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def without_family(man, tmp_path):
+    """A copy of export `man` whose manifest lacks the "family" field (reads as a diffusion export)."""
+    import json
+    import shutil
+
+    root = tmp_path / "export"
+    shutil.copytree(man.root, root)
+    data = json.loads((root / "manifest.json").read_text())
+    data.pop("family")
+    (root / "manifest.json").write_text(json.dumps(data))
+    return root
+
+
+def quantized(man, stage: str) -> bool:
+    """Does the INT8 variant's graph of `stage` quantize anything?"""
+    import onnx
+
+    return "QuantizeLinear" in {n.op_type for n in onnx.load(str(man.path("int8", stage))).graph.node}

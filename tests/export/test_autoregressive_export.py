@@ -6,10 +6,8 @@ exports (STAR and full router) to a few seconds.
 """
 
 import json
-import shutil
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -20,7 +18,7 @@ from mole_inference.export.parity import FP32_TOL, stage_errors
 from mole_inference.export.stages import check_exportable, layer_stage, stage_io
 from mole_inference.export.token_stages import decode_stage, past_len
 from mole_inference.runtime.onnx_backend import OnnxPolicy
-from tests.export.conftest import export_family
+from tests.export.conftest import export_family, quantized, without_family
 
 ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
 MICRO = {
@@ -117,11 +115,7 @@ def test_bad_inputs_are_typed_errors(exported, image, tmp_path):
         policy.stages("token_embed", ids=np.zeros((1, 1), np.int64))
     with pytest.raises(InputError, match=r"stage 'cognition' is not in this export"):
         policy.stages("cognition", h=x)
-    root = tmp_path / "export"
-    shutil.copytree(man.root, root)
-    data = json.loads((root / "manifest.json").read_text())
-    data.pop("family")  # a manifest without the field is a diffusion export: it contradicts this config
-    (root / "manifest.json").write_text(json.dumps(data))
+    root = without_family(man, tmp_path)  # a manifest without the field is a diffusion export: contradicts this
     with pytest.raises(ManifestError, match=r"family 'diffusion' but its config has action_head.type="
                                             r"'autoregressive'"):
         Manifest.load(root, verify=False)
@@ -133,10 +127,8 @@ def test_int8_variant_keeps_the_lm_head_in_float_and_runs(exported, image):
         pytest.skip("only the STAR export has an INT8 variant")
     report = Manifest.load(man.root, "int8").reports["int8"]
     assert report["int8_over_fp32"] < 0.5 and 0.0 <= report["action_mae"] <= 1.0, report
-    ops = {n.op_type for n in onnx.load(str(man.path("int8", "lm_head"))).graph.node}
-    assert "QuantizeLinear" not in ops  # the greedy bin choice is discrete, like the router's top-k
-    ops = {n.op_type for n in onnx.load(str(man.path("int8", decode_stage(0)))).graph.node}
-    assert "QuantizeLinear" in ops
+    assert not quantized(man, "lm_head")  # the greedy bin choice is discrete, like the router's top-k
+    assert quantized(man, decode_stage(0))
     chunk = OnnxPolicy.from_export(man.root, "int8").infer(image, INSTRUCTIONS[0])
     assert chunk.actions.shape == (1, A) and chunk.is_finite
 

@@ -7,10 +7,8 @@ images, 8 text tokens, chunk 4) keeps the two exports (STAR with INT8, full rout
 """
 
 import json
-import shutil
 
 import numpy as np
-import onnx
 import pytest
 
 from mole_inference.config import preset
@@ -21,7 +19,7 @@ from mole_inference.export.parity import FP32_TOL, stage_errors
 from mole_inference.export.stages import check_exportable, layer_stage, stage_io
 from mole_inference.policy.processing import initial_noise
 from mole_inference.runtime.onnx_backend import OnnxPolicy
-from tests.export.conftest import export_family
+from tests.export.conftest import export_family, quantized, without_family
 
 ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
 MICRO = {
@@ -129,11 +127,7 @@ def test_bad_inputs_are_typed_errors(exported, image, tmp_path):
         policy.stages("suffix", x=np.zeros((1, C, A), np.float32), t=np.zeros(1, np.int64))
     with pytest.raises(InputError, match=r"stage 'denoise' is not in this export"):
         policy.stages("denoise", x=suffix)
-    root = tmp_path / "export"
-    shutil.copytree(man.root, root)
-    data = json.loads((root / "manifest.json").read_text())
-    data.pop("family")  # a manifest without the field is a diffusion export: it contradicts this config
-    (root / "manifest.json").write_text(json.dumps(data))
+    root = without_family(man, tmp_path)  # a manifest without the field is a diffusion export: contradicts this
     with pytest.raises(ManifestError, match=r"family 'diffusion' but its config has action_head.type='flow'"):
         Manifest.load(root, verify=False)
 
@@ -145,11 +139,8 @@ def test_int8_variant_keeps_the_velocity_in_float_and_runs(exported, image):
     report = Manifest.load(man.root, "int8").reports["int8"]
     assert report["int8_over_fp32"] < 0.5 and 0.0 <= report["action_mae"] <= 0.1, report
 
-    def quantized(stage: str) -> bool:
-        return "QuantizeLinear" in {n.op_type for n in onnx.load(str(man.path("int8", stage))).graph.node}
-
-    assert not quantized("velocity")  # integrated into the chunk at every Euler step
-    assert quantized(expert_stage(0)) and quantized(layer_stage(0)) and quantized("suffix")
+    assert not quantized(man, "velocity")  # integrated into the chunk at every Euler step
+    assert quantized(man, expert_stage(0)) and quantized(man, layer_stage(0)) and quantized(man, "suffix")
     chunk = OnnxPolicy.from_export(man.root, "int8").infer(image, INSTRUCTIONS[0], seed=0)
     assert chunk.actions.shape == (C, A) and chunk.is_finite
 

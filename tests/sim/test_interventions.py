@@ -86,7 +86,7 @@ def test_a_gripper_closed_near_the_cube_where_the_expert_keeps_it_open_is_taken_
 
 
 def drift_rule_on(path, waypoint, rule=None):
-    """Feed `_drifted` a TCP path (one position per 20 ms tick) towards a fixed waypoint; the first tick that fires."""
+    """Feed `_drift` a TCP path (one position per 20 ms tick) towards a fixed waypoint: (first firing tick, kind)."""
     from collections import deque
 
     from mole_inference.sim.interventions import InterventionActor, TakeoverRule
@@ -94,8 +94,9 @@ def drift_rule_on(path, waypoint, rule=None):
     actor = InterventionActor(policy=None, control_dt=0.02, rule=rule or TakeoverRule())
     actor._distances = deque(maxlen=1 + round(1.0 / 0.02))
     for tick, tcp in enumerate(path):
-        if actor._drifted(np.asarray(tcp, float), np.asarray(waypoint, float)):
-            return tick, actor._drift_kind
+        kind = actor._drift(np.asarray(tcp, float), np.asarray(waypoint, float))
+        if kind is not None:
+            return tick, kind
     return None, None
 
 

@@ -34,6 +34,23 @@ stage_until() {
   kill "$pid"; wait "$pid" || true
 }
 
+# link_tasks DEST SRC TASK...: DEST/TASK -> SRC/TASK (a training set as a folder of links to recordings)
+link_tasks() {
+  local dest=$1 src=$2 t
+  shift 2
+  mkdir -p "$dest"
+  for t in "$@"; do ln -sfn "$(realpath "$src/$t")" "$dest/$t"; done
+}
+
+# train_pair STAGE DATA INIT_MOLE INIT_FULL: stage_STAGE_{mole,full}.yaml in parallel into STAGE_{mole,full}
+train_pair() {
+  $mole train --config "$recipe/stage_$1_mole.yaml" --data "$2" --out "$work/$(tr a-z A-Z <<< "$1")_mole" \
+    --init "$3" --no-progress &
+  $mole train --config "$recipe/stage_$1_full.yaml" --data "$2" --out "$work/$(tr a-z A-Z <<< "$1")_full" \
+    --init "$4" --no-progress
+  wait
+}
+
 $mole sim record-demos --tasks touch,push_forward,pick --episodes 150 --seed 10000 --out "$work/demos" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 20000 --out "$work/demos"
 wait
@@ -60,14 +77,10 @@ for t in "pick 120 60000" "stack 120 70000" "push_forward 60 80000" "touch 30 90
   $mole sim collect-interventions --checkpoint "$ckE" --tasks "$1" --episodes "$2" --seed "$3" --threads 1 \
     --out "$work/dagger_j"
 done
-mkdir -p "$work/data_j/demos"
-for t in touch push_forward; do ln -sfn "$(realpath "$work/demos/$t")" "$work/data_j/demos/$t"; done
-for t in pick stack; do ln -sfn "$(realpath "$work/demos_j/$t")" "$work/data_j/demos/$t"; done
+link_tasks "$work/data_j/demos" "$work/demos" touch push_forward
+link_tasks "$work/data_j/demos" "$work/demos_j" pick stack
 ln -sfn "$(realpath "$work/dagger_j")" "$work/data_j/dagger"
-$mole train --config $recipe/stage_j_mole.yaml --data "$work/data_j" --out "$work/J_mole" --init "$ckE" --no-progress &
-$mole train --config $recipe/stage_j_full.yaml --data "$work/data_j" --out "$work/J_full" \
-  --init "$work/E_full/checkpoints/step_0001200" --no-progress
-wait
+train_pair j "$work/data_j" "$ckE" "$work/E_full/checkpoints/step_0001200"
 # round 2 (K): no-turn pick/stack demos, J's rollouts with no-turn takeovers
 $mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn --out "$work/demos_k" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --out "$work/demos_k"
@@ -78,17 +91,11 @@ $mole sim collect-interventions --checkpoint "$ckJ" --tasks pick --episodes 150 
 $mole sim collect-interventions --checkpoint "$ckJ" --tasks stack --episodes 150 --seed 71000 --no-grasp-turn \
   --threads 1 --out "$work/dagger_k"
 wait
-mkdir -p "$work/data_k/demos" "$work/data_k/dagger_j"
-for t in touch push_forward; do
-  ln -sfn "$(realpath "$work/demos/$t")" "$work/data_k/demos/$t"
-  ln -sfn "$(realpath "$work/dagger_j/$t")" "$work/data_k/dagger_j/$t"
-done
-for t in pick stack; do ln -sfn "$(realpath "$work/demos_k/$t")" "$work/data_k/demos/$t"; done
+link_tasks "$work/data_k/demos" "$work/demos" touch push_forward
+link_tasks "$work/data_k/dagger_j" "$work/dagger_j" touch push_forward
+link_tasks "$work/data_k/demos" "$work/demos_k" pick stack
 ln -sfn "$(realpath "$work/dagger_k")" "$work/data_k/dagger_k"
-$mole train --config $recipe/stage_k_mole.yaml --data "$work/data_k" --out "$work/K_mole" --init "$ckJ" --no-progress &
-$mole train --config $recipe/stage_k_full.yaml --data "$work/data_k" --out "$work/K_full" \
-  --init "$work/J_full/checkpoints/step_0001500" --no-progress
-wait
+train_pair k "$work/data_k" "$ckJ" "$work/J_full/checkpoints/step_0001500"
 for run in K_mole K_full; do
   $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
     --threads 1 --out "$work/eval_$run" &
