@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
     e.add_argument("--replan", type=int, default=1, help="steps executed from each chunk before re-inferring")
     e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
+    e.add_argument("--gripper-vote", action="store_true",
+                   help="gripper command = weighted vote of the recent chunks' gripper draws (hysteresis binarizes)")
+    e.add_argument("--ensemble-horizon", type=int, default=4, metavar="N",
+                   help="chunks kept for --ensemble and --gripper-vote (default 4)")
+    e.add_argument("--ensemble-decay", type=float, default=0.5, metavar="K",
+                   help="weights exp(-K * i), i = 0 for the newest chunk (default 0.5; 0: plain mean)")
     e.add_argument("--sticky-gripper", type=float, default=0.0, metavar="S",
                    help="keep each policy gripper switch for S seconds before accepting another (0: off)")
     e.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
@@ -250,7 +256,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from mole_inference.sim.strip import save_strip
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
-                     ensemble=args.ensemble, sticky_gripper=args.sticky_gripper,
+                     ensemble=args.ensemble, gripper_vote=args.gripper_vote,
+                     ensemble_horizon=args.ensemble_horizon, ensemble_decay=args.ensemble_decay,
+                     sticky_gripper=args.sticky_gripper,
                      gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,
                      video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
                      grasp_turn=args.grasp_turn)

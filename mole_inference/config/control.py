@@ -30,6 +30,10 @@ class SchedulerConfig:
     ensemble: bool = False  # temporal ensemble over overlapping chunks (ACT / CogACT)
     ensemble_decay: float = 0.5  # k in w_i = exp(-k * i), i = 0 for the newest chunk
     ensemble_horizon: int = 4  # most chunks kept for the ensemble
+    # gripper vote: the gripper command is the weighted mean (same weights) of the binarized gripper of every kept
+    # chunk covering `now`: with a chunk per step these are independent draws of the diffusion head, so a stray
+    # sample is outvoted; the envelope's hysteresis band binarizes the vote. Independent of `ensemble` (motion).
+    gripper_ensemble: bool = False
 
     def __post_init__(self) -> None:
         positive(self, "control_rate_hz", "action_dt", "ensemble_horizon")

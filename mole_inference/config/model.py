@@ -42,6 +42,9 @@ class VisionConfig:
     dinov2_weights: str | None = None  # local HF folder; random init when None
     siglip_weights: str | None = None
     text_film: bool = False  # beyond the paper: image tokens modulated by the instruction (model/film.py)
+    # beyond the paper: the measured EE pose added to the cognition token (model/state_input.py);
+    # every caller of `Policy.infer` must then pass `state`
+    state_input: bool = False
     # "dinov2+siglip": Prismatic's fused tower (CogACT, OpenVLA); "siglip": SigLIP alone through one linear
     # projection, as PaliGemma (pi0); the dinov2 section is then unused.
     backbones: Literal["dinov2+siglip", "siglip"] = "dinov2+siglip"

@@ -16,6 +16,12 @@ for `now`; motion deltas are averaged with weights exp(-k * i), i = 0 for the ne
 before, ... (k > 0 favours new predictions, k = 0 is a plain mean). The gripper comes from the newest chunk
 only: it is a discrete decision and averaging would delay it.
 
+Gripper vote (optional, `gripper_ensemble`, independent of the motion ensemble). A diffusion head samples the
+gripper afresh from new noise for every chunk; near a grasp both modes are likely and single draws flip the hand
+open and shut. With the vote, the gripper command is the weighted mean (weights as above) of the gripper of every
+kept chunk covering `now`: the fraction of recent draws that say "open", a value in [0, 1] that the safety
+envelope's hysteresis band turns into 0 or 1. The motion part is unchanged (newest chunk, or the ensemble).
+
 Rotation deltas are normalised on arrival (`transforms.normalize_rotation_delta`: angles outside [-pi, pi]
 become the equivalent angle inside) before any splitting or averaging: a yaw step of 2*pi - 0.1 is the
 rotation -0.1, and a fifth of it per tick must turn the same way, not +1.24 rad per tick the other way round.
@@ -59,7 +65,8 @@ class ChunkScheduler:
         self.config = config
         self._scale = config.control_dt / config.action_dt  # fraction of a step's delta per tick
         self._inv_action_dt = 1.0 / config.action_dt
-        self._chunks: deque[_Chunk] = deque(maxlen=config.ensemble_horizon if config.ensemble else 1)
+        keep = config.ensemble or config.gripper_ensemble
+        self._chunks: deque[_Chunk] = deque(maxlen=config.ensemble_horizon if keep else 1)
         self._weights = [math.exp(-config.ensemble_decay * i) for i in range(config.ensemble_horizon)]
         self._lock = threading.Lock()
         self.last_skipped_steps = 0  # steps of the latest pushed chunk already in the past when it arrived
@@ -104,14 +111,17 @@ class ChunkScheduler:
             chunks = self._chunks
             if not chunks:
                 return None
-            if not self.config.ensemble:
+            if self.config.ensemble:
+                out = self._ensemble_at(now)
+            else:
                 step = self._step_at(chunks[-1], now)
                 if step is None:
                     return None
                 out = step.copy()  # (7,)
                 out[:6] *= self._scale
-                return out
-            return self._ensemble_at(now)
+            if out is not None and self.config.gripper_ensemble:
+                out[6] = self._gripper_vote(now)
+            return out
 
     def _step_at(self, chunk: _Chunk, now: float) -> np.ndarray | None:
         k = math.floor((now - chunk.start) * self._inv_action_dt + _EPS)
@@ -137,6 +147,15 @@ class ChunkScheduler:
             return None
         out[:6] *= self._scale / total  # gripper stays the newest covering chunk's
         return out
+
+    def _gripper_vote(self, now: float) -> float:
+        votes = total = 0.0
+        for i, chunk in enumerate(reversed(self._chunks)):  # i = 0: newest
+            step = self._step_at(chunk, now)
+            if step is not None:
+                votes += self._weights[i] * step[6]
+                total += self._weights[i]
+        return votes / total  # total > 0: the caller only asks when some chunk covers `now`
 
     def steps_remaining(self, now: float) -> int:
         """Chunk steps of the newest chunk not yet started at `now` (telemetry; 0 when exhausted or empty)."""

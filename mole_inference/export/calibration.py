@@ -3,7 +3,8 @@
 Stage inputs are recorded by running the fp32 ONNX pipeline itself, so every stage (each decoder layer, every
 DDIM step of the DiT head, every Euler step of the flow expert) is calibrated on the activations it sees at
 inference; each sample runs once with the router's top-k and once with all layers, so layers the router rarely
-picks still get data.
+picks still get data. A model with `vision.state_input` is fed one plausible state for every sample
+(`calibration_state`): the samples carry no robot state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mole_inference.errors import InputError
+from mole_inference.export.stages import EXAMPLE_STATE
+from mole_inference.model.state_input import check_state
 from mole_inference.policy.processing import initial_noise
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,12 @@ def synthetic_samples(n: int = 16, holdout: int = 4, seed: int = 0) -> Calibrati
     return CalibrationSet(out[:n], out[n:], "synthetic")
 
 
+def calibration_state(cfg) -> np.ndarray | None:
+    """The (7,) float32 state fed with every calibration and hold-out frame (`export.stages.EXAMPLE_STATE`: the hand
+    above the table, pointing down), or None when the model `cfg` does not read one."""
+    return check_state(np.asarray(EXAMPLE_STATE), cfg.vision.state_input)
+
+
 def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_stage: int = 64
                         ) -> dict[str, list[dict[str, np.ndarray]]]:
     """Inputs of every stage over `samples`, from fp32 `OnnxStages` (routed run and full run per sample).
@@ -100,14 +109,15 @@ def record_stage_inputs(policy, samples: list[Sample], seed: int = 0, max_per_st
         if len(feeds[stage]) < max_per_stage and seen[stage] % keep_every.get(stage, 1) == 0:
             feeds[stage].append({k: np.array(v, copy=True) for k, v in f.items()})
 
+    state = calibration_state(policy.cfg)
     previous = policy.observer
     policy.observer = observe
     try:
         for i, (image, instruction) in enumerate(samples):
             pixels, ids, mask = policy.prepare(image, instruction)
             noise = initial_noise(seed + i, policy.chunk_size, policy.cfg.action_head.action_dim, policy._rng)
-            policy.run(pixels, ids, mask, noise)
-            policy.run(pixels, ids, mask, noise, layers=range(policy.num_layers))
+            policy.run(pixels, ids, mask, noise, state=state)
+            policy.run(pixels, ids, mask, noise, layers=range(policy.num_layers), state=state)
     finally:
         policy.observer = previous
     return dict(feeds)

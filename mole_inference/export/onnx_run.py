@@ -8,6 +8,7 @@ INT8 report measures action error against fp32. `runtime.onnx_backend.OnnxPolicy
 Policy contract (runtime -> export, never the reverse; DESIGN.md). Host-side steps use the same functions as
 `runtime.staged.StagedPolicy` (resize, tokenizer, top-k, DDIM, action bins), so numbers match the Policy's. Every
 feed is checked against the manifest's shapes and dtypes first: a wrong one is an InputError naming the tensor.
+A model with `vision.state_input` gets the robot state as the router stage's fourth input (export/stages.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mole_inference.export.stages import layer_stage
 from mole_inference.export.token_loop import greedy_actions
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.routers import topk_mask
+from mole_inference.model.state_input import check_state
 from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
 from mole_inference.policy.processing import check_instruction, resize_image, to_chw_float
 
@@ -134,11 +136,12 @@ class OnnxStages:
         return torch.nonzero(mask[0]).flatten().tolist()
 
     def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
-            layers: Sequence[int] | None = None, timer: Timer = _no_timer
+            layers: Sequence[int] | None = None, state: np.ndarray | None = None, timer: Timer = _no_timer
             ) -> tuple[np.ndarray, list[int], np.ndarray]:
         """Normalized actions (C, A) float64, the layers run (ascending) and router probabilities (1, K).
 
-        `layers` overrides the router (None: top-k; `range(K)`: the full model); `timer(name)` wraps each stage.
+        `layers` overrides the router (None: top-k; `range(K)`: the full model); `state` (7,) the robot state,
+        required (InputError) with `vision.state_input` and ignored without; `timer(name)` wraps each stage.
         The autoregressive family ignores `noise` and returns one action (1, A) at the greedy tokens' bin centres;
         the flow family times the prefix as `llm` and the Euler steps as `action_head` (as TorchPolicy does).
         """
@@ -146,10 +149,12 @@ class OnnxStages:
             layers = sorted(layers)
             if any(not 0 <= i < self.num_layers for i in layers):
                 raise InputError(f"layers={layers}: layer indices must be in 0..{self.num_layers - 1}")
+        state = check_state(state, self.cfg.vision.state_input)
+        with_state = {} if state is None else {"state": state[None]}  # (1, 7) f32, into the prompt the router builds
         with timer("vision"):
             (img,) = self("vision", pixels=pixels)
         with timer("router"):
-            probs, h, bias, cos, sin = self("router", img=img, ids=ids, text_mask=mask)
+            probs, h, bias, cos, sin = self("router", img=img, ids=ids, text_mask=mask, **with_state)
             chosen = layers if layers is not None else self.select(probs)
         if self.family == "autoregressive":
             with timer("llm"):  # the LLM decodes the action tokens: its time is the llm stage (as in TorchPolicy)

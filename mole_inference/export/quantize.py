@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mole_inference.export.calibration import CalibrationSet, record_stage_inputs
+from mole_inference.export.calibration import CalibrationSet, calibration_state, record_stage_inputs
 from mole_inference.export.manifest import Manifest, StageEntry, stage_files
 
 log = logging.getLogger(__name__)
@@ -145,16 +145,18 @@ def action_error(ref, test, samples: list, seed: int = 0) -> dict[str, float]:
     """Normalized-action error of `test` against `ref` (two OnnxStages; same frames, same noise), and routing
     agreement.
 
-    Errors are in the model's normalized action space ([-1, 1] per dimension), before de-normalization.
+    Errors are in the model's normalized action space ([-1, 1] per dimension), before de-normalization. A model
+    with `vision.state_input` gets the calibration state (`calibration_state`) with every frame.
     """
     from mole_inference.policy.processing import initial_noise
 
     errs, same = [], 0
+    state = calibration_state(ref.cfg)
     for i, (image, instruction) in enumerate(samples):
         pixels, ids, mask = ref.prepare(image, instruction)
         noise = initial_noise(seed + 10_000 + i, ref.chunk_size, ref.cfg.action_head.action_dim, ref._rng)
-        a, layers_a, _ = ref.run(pixels, ids, mask, noise)
-        b, layers_b, _ = test.run(pixels, ids, mask, noise)
+        a, layers_a, _ = ref.run(pixels, ids, mask, noise, state=state)
+        b, layers_b, _ = test.run(pixels, ids, mask, noise, state=state)
         errs.append(np.abs(a - b))
         same += layers_a == layers_b
     e = np.stack(errs) if errs else np.zeros((1, 1))

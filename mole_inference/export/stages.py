@@ -7,13 +7,16 @@ prefill stages, then suffix, expert-layer and velocity stages (export/flow_stage
 
     vision     pixels (1, 3, R, R) f32                      -> img (1, N, D)
     router     img, ids (1, T) i64, text_mask (1, T) bool    -> probs (1, K), h (1, S, D), bias (1, 1, S, S),
-                                                                cos (1, S, Dh), sin (1, S, Dh)
+               [, state (1, 7) f32]                             cos (1, S, Dh), sin (1, S, Dh)
     layer_XX   h, bias, cos, sin                             -> h_out (1, S, D)        one graph per decoder layer
     cognition  h (1, S, D)                                   -> cognition (1, D)      final norm, last token
     denoise    x (1, C, A) f32, t (1,) i64, cognition        -> eps (1, C, A)         one DDIM step's eps
 
 The router stage also embeds the instruction and assembles the prompt, the attention bias and the rotary tables,
-so the layers share them (and, under TensorRT, share their buffers). The DDIM loop and top-k stay on the host.
+so the layers share them (and, under TensorRT, share their buffers). With `vision.state_input` it takes the robot
+state too (model/state_input.py: added to the cognition token, so only `h` depends on it); without, its inputs are
+exactly the three above. It builds the prompt for every family, so the state needs no other stage. The DDIM loop
+and top-k stay on the host.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 from mole_inference.config.model import ModelConfig
 from mole_inference.errors import ConfigError
 from mole_inference.model.llm import attention_bias
+from mole_inference.model.state_input import STATE_DIM
 
 EXPORTABLE_ROUTERS = ("star", "linear", "early_exit", "full")
 _NOT_EXPORTABLE = {
@@ -36,6 +40,9 @@ _NOT_EXPORTABLE = {
 
 
 EXPORTABLE_FAMILIES = ("diffusion", "autoregressive", "flow")
+# A plausible robot state (model/state_input.py layout) where a real one is not at hand (tracing, INT8 calibration,
+# benchmarks): the hand 20 cm above the table centre, pointing down (x-axis half-turn, xyzw).
+EXAMPLE_STATE = (0.5, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0)
 
 
 def check_exportable(router_type: str, what: str = "exported", family: str = "diffusion") -> None:
@@ -88,6 +95,8 @@ def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorS
                     TensorSpec("text_mask", (1, t), "bool")],
                    [TensorSpec("probs", (1, k), f32), h, bias, cos, sin]),
     }
+    if cfg.vision.state_input:
+        io["router"][0].append(TensorSpec("state", (1, STATE_DIM), f32))
     if cfg.action_head.type == "autoregressive":
         from mole_inference.export.token_stages import token_stage_io  # imports this module
 
@@ -116,17 +125,21 @@ class VisionStage(nn.Module):
 
 
 class RouterStage(nn.Module):
-    """Router probabilities plus everything the layers share: prompt, attention bias, rotary tables."""
+    """Router probabilities plus everything the layers share: prompt, attention bias, rotary tables.
+
+    `state` (1, 7) is passed (and exported as an input) only with `vision.state_input`.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, img: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor):
+    def forward(self, img: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
+                state: torch.Tensor | None = None):
         m = self.model
         text = m.embed_text(ids)  # (1, T, D)
         probs = m.route(img, text, text_mask).probs  # (1, K)
-        h, key_mask = m.prompt(img, text, text_mask)  # (1, S, D), (1, S)
+        h, key_mask = m.prompt(img, text, text_mask, state)  # (1, S, D), (1, S)
         cos, sin = m.llm.rope(h)  # (1, S, Dh) each
         return probs, h, attention_bias(key_mask, h.dtype, causal=m.llm.causal), cos, sin
 
@@ -183,6 +196,12 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     return mods
 
 
+def example_state(gen: torch.Generator) -> torch.Tensor:
+    """(1, 7) `EXAMPLE_STATE` moved a few cm and tilted at random: every state feature is exercised."""
+    jitter = torch.tensor([0.05, 0.05, 0.05, 0.2, 0.2, 0.2, 0.2]) * torch.randn((1, STATE_DIM), generator=gen)
+    return torch.tensor([EXAMPLE_STATE]) + jitter
+
+
 @torch.no_grad()
 def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
     """Realistic inputs for every stage (tracing and parity checks), chained through the torch model."""
@@ -195,9 +214,12 @@ def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Ten
     text_mask[:, : max(1, t // 2)] = True  # padded instruction: exercises masked keys
     mods = stage_modules(model)
     img = mods["vision"](pixels)
-    router_out = mods["router"](img, ids, text_mask)
+    router_in: tuple[torch.Tensor, ...] = (img, ids, text_mask)
+    if cfg.vision.state_input:
+        router_in += (example_state(gen),)
+    router_out = mods["router"](*router_in)
     _, h, bias, cos, sin = router_out
-    ins: dict[str, tuple[torch.Tensor, ...]] = {"vision": (pixels,), "router": (img, ids, text_mask)}
+    ins: dict[str, tuple[torch.Tensor, ...]] = {"vision": (pixels,), "router": router_in}
     if cfg.action_head.type == "autoregressive":
         from mole_inference.export.token_stages import token_example_inputs
 

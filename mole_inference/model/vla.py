@@ -25,6 +25,7 @@ from mole_inference.model.flow_matching import euler_sample
 from mole_inference.model.llm import LayerCache, MoLeLLM
 from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
+from mole_inference.model.state_input import StateInput
 from mole_inference.model.token_head import TokenActionHead
 
 
@@ -41,6 +42,7 @@ class MoLeVLA(nn.Module):
         self.llm = MoLeLLM(cfg.llm, causal=cfg.action_head.type != "flow")  # pi0's prefix is bidirectional
         self.router = build_router(cfg.router, cfg.llm.num_layers, d)
         self.text_film = TextFiLM(d) if cfg.vision.text_film else None  # beyond the paper, off by default
+        self.state_input = StateInput(d) if cfg.vision.state_input else None  # beyond the paper, off by default
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.cognition_token, std=0.02)
         self.action_head: DiTActionHead | TokenActionHead | FlowExpert
@@ -78,16 +80,22 @@ class MoLeVLA(nn.Module):
         """Layer scores from the LLM's input embeddings."""
         return self.router(img, text, text_mask)
 
-    def prompt(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt(self, img: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+               state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """[image | text | cognition] embeddings (B, S, D) and the key mask (B, S).
 
-        With `vision.text_film` the image tokens are modulated by the instruction first (model/film.py).
+        With `vision.text_film` the image tokens are modulated by the instruction first (model/film.py); with
+        `vision.state_input` the robot state (B, 7) is added to the cognition token (model/state_input.py).
         """
         b = img.shape[0]
         if self.text_film is not None:
             img = self.text_film(img, text, text_mask)  # (B, N, D)
-        h = torch.cat([img, text, self.cognition_token.expand(b, -1, -1).to(img.dtype)], dim=1)
+        cog = self.cognition_token.expand(b, -1, -1).to(img.dtype)  # (B, 1, D)
+        if self.state_input is not None:
+            if state is None:
+                raise ValueError("vision.state_input is on: prompt() needs the robot state (B, 7)")
+            cog = cog + self.state_input(state.to(img.dtype))
+        h = torch.cat([img, text, cog], dim=1)
         ones = torch.ones((b, img.shape[1]), dtype=torch.bool, device=img.device)
         key_mask = torch.cat([ones, text_mask, ones[:, :1]], dim=1)
         return h, key_mask
@@ -180,7 +188,8 @@ class MoLeVLA(nn.Module):
 
     # --- whole passes --------------------------------------------------------------------------------------
     def cognition(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
-                  layers: Sequence[int] | None = None) -> tuple[torch.Tensor, RouterOutput, list[list[int]]]:
+                  layers: Sequence[int] | None = None, state: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, RouterOutput, list[list[int]]]:
         """Inference up to the cognition token: (B, D), router output, layers run per sample.
 
         `layers` overrides the router's choice (e.g. all layers for the full model).
@@ -188,13 +197,13 @@ class MoLeVLA(nn.Module):
         img, text = self.encode_image(pixels), self.embed_text(ids)
         out = self.route(img, text, text_mask)
         chosen = [list(layers)] * img.shape[0] if layers is not None else self.select(out)
-        h, key_mask = self.prompt(img, text, text_mask)
+        h, key_mask = self.prompt(img, text, text_mask, state)
         cog, chosen = self.run_layers(h, key_mask, chosen, routed=layers is None)
         return cog, out, chosen
 
     def forward_train(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor,
-                      full: bool = False, suffix: torch.Tensor | None = None, cache: LayerCache | None = None
-                      ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
+                      full: bool = False, suffix: torch.Tensor | None = None, cache: LayerCache | None = None,
+                      state: torch.Tensor | None = None) -> tuple[torch.Tensor, RouterOutput, torch.Tensor]:
         """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
 
         `full=True` runs every layer on every token (the CogKD teacher). With the mod router every layer runs
@@ -202,10 +211,11 @@ class MoLeVLA(nn.Module):
         `suffix` (B, n) token ids appended after the prompt (teacher forcing of the autoregressive family): the
         hidden states are then (B, S + n, D), the first S those of the prompt alone (causal attention).
         `cache` (flow family, routed pass): an empty LayerCache that records every layer's prefix keys/values.
+        `state` (B, 7): the measured EE pose, with `vision.state_input`.
         """
         img, text = self.encode_image(pixels), self.embed_text(ids)
         out = self.route(img, text, text_mask)  # routed on the prompt only
-        h, key_mask = self.prompt(img, text, text_mask)
+        h, key_mask = self.prompt(img, text, text_mask, state)
         if suffix is not None:
             h = torch.cat([h, self.llm.embed_tokens(suffix).to(h.dtype)], dim=1)  # (B, S + n, D)
             key_mask = torch.cat([key_mask, torch.ones_like(suffix, dtype=torch.bool)], dim=1)

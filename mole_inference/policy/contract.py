@@ -53,11 +53,27 @@ class Policy(abc.ABC):
     num_layers: int
 
     @abc.abstractmethod
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
         """Predict a chunk from an RGB image (H, W, 3) uint8 and an instruction.
 
-        `seed` fixes the diffusion noise (parity tests, reproducible evaluation).
+        `seed` fixes the diffusion noise (parity tests, reproducible evaluation). `state` is the robot's measured
+        state when the image was taken, `[x, y, z, qx, qy, qz, qw]`, the measured EE pose (m, base frame; see
+        model/state_input.py): required by models with `uses_state`, ignored by the others. A missing or bad state
+        for a model that reads it raises InputError (the caller holds).
         """
+
+    @property
+    def uses_state(self) -> bool:
+        """Whether `infer` needs `state` (the model was trained with `vision.state_input`)."""
+        cfg = getattr(self, "cfg", None)
+        return bool(cfg is not None and cfg.vision.state_input)
 
     def reset(self) -> None:
         """Forget per-episode state (none by default)."""
+
+
+def state_kwargs(policy: object, state: np.ndarray) -> dict[str, np.ndarray]:
+    """`{"state": state}` for a policy that reads the robot state, else `{}`: callers pass `**state_kwargs(...)` to
+    `infer`, so Policy classes written before the `state` argument keep working."""
+    return {"state": state} if getattr(policy, "uses_state", False) else {}

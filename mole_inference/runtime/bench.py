@@ -12,11 +12,16 @@ BENCH_INSTRUCTION = "pick up the red cube and place it on the blue plate"
 def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, float | int | str]:
     """Time `policy.run` with all K layers and with the router's top-k, alternating each iteration.
 
-    `policy` is a staged backend (`prepare`, `run(..., layers=)`, `num_layers`). Returns medians in ms.
+    `policy` is a staged backend (`prepare`, `run(..., layers=, state=)`, `num_layers`). A policy that
+    `uses_state` gets `export.stages.EXAMPLE_STATE` (the hand above the table) every run. Returns medians in ms.
     """
+    from mole_inference.export.stages import EXAMPLE_STATE  # torch: loaded with the policy anyway
+    from mole_inference.model.state_input import check_state
+
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     pixels, ids, mask = policy.prepare(image, BENCH_INSTRUCTION)
+    state = check_state(np.asarray(EXAMPLE_STATE), policy.uses_state)
     noise = rng.standard_normal((1, policy.chunk_size, 7)).astype(np.float32)
     full_layers = list(range(policy.num_layers))
     runs: dict[str, list[dict[str, float]]] = {"full": [], "mole": []}
@@ -24,7 +29,7 @@ def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, 
     for i in range(warmup + iters):
         for name, layers in (("full", full_layers), ("mole", None)) if i % 2 == 0 else (
                 ("mole", None), ("full", full_layers)):
-            _, routing, ms = policy.run(pixels, ids, mask, noise, layers=layers)
+            _, routing, ms = policy.run(pixels, ids, mask, noise, layers=layers, state=state)
             if name == "mole":
                 active = routing.num_active
             if i >= warmup:

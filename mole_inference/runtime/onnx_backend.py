@@ -3,7 +3,8 @@
 All three exported families: diffusion (k layers, cognition, DDIM), autoregressive (k prefill layers, then each
 action token through the same k decode layers) and flow (k prefill layers returning their keys/values, then each
 Euler step through the same k expert layers); the other layers' sessions are never run. The manifest's `family`
-picks the loop (export/onnx_run.py).
+picks the loop (export/onnx_run.py). A model with `vision.state_input` takes the robot state in its router stage,
+which builds the prompt for every family.
 
 CPU by default; `device="cuda"` uses the CUDA execution provider when this onnxruntime build has it. The fp32
 and int8 (QDQ) variants of an export folder load the same way.
@@ -72,12 +73,13 @@ class OnnxPolicy(StagedPolicy):
         return cls(Manifest.load(path, variant, preset=preset, verify=verify), variant, device, threads)
 
     def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
-            layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
-        """See StagedPolicy.run: vision, router, the chosen layer sessions only, then the family's loop (cognition
-        and DDIM over denoise; greedy tokens through the chosen decode sessions, `noise` unused; or Euler steps
-        from `noise` through the chosen expert sessions)."""
+            layers: Sequence[int] | None = None, state: np.ndarray | None = None
+            ) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
+        """See StagedPolicy.run: vision, router (with `state` when the model reads it), the chosen layer sessions
+        only, then the family's loop (cognition and DDIM over denoise; greedy tokens through the chosen decode
+        sessions, `noise` unused; or Euler steps from `noise` through the chosen expert sessions)."""
         timer = StageTimer(torch.device("cpu"))  # session.run returns host arrays: already synchronized
-        actions, chosen, probs = self.stages.run(pixels, ids, mask, noise, layers, timer)
+        actions, chosen, probs = self.stages.run(pixels, ids, mask, noise, layers, state=state, timer=timer)
         timer.ms["total"] = sum(timer.ms.values())
         return actions, self.routing(chosen, probs), timer.ms
 

@@ -9,11 +9,12 @@ imports `preload` (by default torch and the transformers files the backbones use
 builds the real policy with `factory(**kwargs)`; the factory must be importable by the child (a module-level
 function such as `mole_inference.runtime.load_policy`), so torch and CUDA live only in the worker. Frames go
 through one shared-memory buffer owned by the proxy (grown when a larger frame comes, never pickled); the request
-(segment name, shape, instruction, seed) and the reply (actions, routing, timings) go over a Pipe. One request at
-a time (a lock); the caller serializes `infer` and `reset` anyway (mole_ros.inference_worker). The child's side
-and the message protocol live in process_worker.py, one worker process's handle (launch, start-up messages, a
-request round trip, stopping it) and the cleanup registry in worker_handle.py; this module is the proxy that
-decides when to start, promote and replace workers.
+(segment name, shape, instruction, seed, the robot state: 7 floats, pickled with it) and the reply (actions,
+routing, timings) go over a Pipe. One request at a time (a lock); the caller serializes `infer` and `reset` anyway
+(mole_ros.inference_worker). The child's side and the message protocol live in process_worker.py, one worker
+process's handle (launch, start-up messages, a request round trip, stopping it) and the cleanup registry in
+worker_handle.py; this module is the proxy that decides when to start, promote and replace workers. `uses_state`
+is what the worker's policy reported when it was built, like `action_dt` and `chunk_size`.
 
 Warm spare (`spare=True`). A second process is started once the worker is ready; it imports the same modules and
 then waits, without building a policy (no second copy of the weights, only the imported code). A restart promotes
@@ -25,7 +26,8 @@ Faults. The worker exiting (EOF, broken pipe) or not answering within `timeout` 
 SIGKILL after `grace`), a new one is started on a background thread, and the call raises WorkerError saying what
 happened. Until the new worker is ready every call raises WorkerError at once (the caller holds) instead of
 waiting; `reset` is then a no-op, since the new worker starts with a fresh policy. An exception raised by the
-policy itself (e.g. InputError) is re-raised here with its type, and the worker keeps serving.
+policy itself (e.g. InputError, also for a missing or bad robot state) is re-raised here with its type, and the
+worker keeps serving.
 
 Cleanup. `close()` (also run on garbage collection and at exit, via weakref.finalize) stops the worker and the
 spare and unlinks the shared memory; `status()` and the attributes `ready`, `restarts`, `last_error`, `worker_pid`
@@ -193,21 +195,28 @@ class ProcessPolicy(Policy):
             "worker_restart_build_s": timing.build_s,
         }
 
+    @property
+    def uses_state(self) -> bool:
+        """Whether the worker's model reads the robot state (`vision.state_input`), as the worker reported it."""
+        return bool(self._info.get("uses_state", False))
+
     # ------------------------------------------------------------------ Policy contract
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
-        """See Policy.infer; raises WorkerError when the worker crashed, hung or is restarting."""
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
+        """See Policy.infer; raises WorkerError when the worker crashed, hung or is restarting. `state` goes to
+        the worker with the request; the worker's policy checks it (InputError comes back as InputError)."""
         image = _check_image(image)
         if not isinstance(instruction, str):
             raise InputError(f"instruction: expected str, got {type(instruction).__name__}")
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise InputError(f"seed: expected int or None, got {type(seed).__name__}")
+        state = _state_array(state)
         with self._lock:
             worker = self._serving()
             name = self._write_image(image)
             t0 = time.perf_counter()
-            reply = self._call(
-                worker, ("infer", name, image.shape, instruction, None if seed is None else int(seed)), "inference"
-            )
+            request = ("infer", name, image.shape, instruction, None if seed is None else int(seed), state)
+            reply = self._call(worker, request, "inference")
             self.calls += 1
         return chunk_from_wire(reply, roundtrip=(time.perf_counter() - t0) * 1e3)
 
@@ -375,6 +384,18 @@ class ProcessPolicy(Policy):
         """Start a worker process with this policy's settings; it imports, says "warm" and waits to build."""
         args = (self._modules, self.preload, self.threads, self.niceness)
         return self._res.launch(self._ctx, args, self.grace)
+
+
+def _state_array(state: Any) -> np.ndarray | None:
+    """`state` as a float64 array to send (its length and values are the worker's policy's to check), or None;
+    InputError for something that is not numbers, so nothing unpicklable or odd reaches the pipe."""
+    if state is None:
+        return None
+    try:
+        return np.array(state, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"robot state: expected numbers (the measured pose [x, y, z, qx, qy, qz, qw]), got "
+                         f"{type(state).__name__} ({err})") from None
 
 
 def _check_image(image: Any) -> np.ndarray:

@@ -7,8 +7,9 @@ the whole process group); the proxy decides when the worker ends.
 
 Protocol: tuples over one duplex Pipe, the first item says what the message is.
   start-up, child -> proxy: ("warm", None), then ("ready", info) once built (info: action_dt, chunk_size,
-      num_layers, policy_type), or ("error", exception) instead of either; the child then exits.
-  proxy -> child: ("build", factory, kwargs) once, then ("infer", shm_name, shape, instruction, seed) or ("reset",).
+      num_layers, policy_type, uses_state), or ("error", exception) instead of either; the child then exits.
+  proxy -> child: ("build", factory, kwargs) once, then ("infer", shm_name, shape, instruction, seed, state) or
+      ("reset",); state: None or the robot state as a float64 array (7 values: pickled with the request).
   reply, child -> proxy: ("ok", payload) or ("raised", exception), the policy's own error (the worker keeps
       serving). The "infer" payload is `chunk_to_wire(chunk)`; `chunk_from_wire` rebuilds the ActionChunk.
 The frame itself never goes over the pipe: it is read from the named shared-memory segment (re-attached when the
@@ -99,6 +100,7 @@ def serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...],
             "chunk_size": policy.chunk_size,
             "num_layers": policy.num_layers,
             "policy_type": type(policy).__name__,
+            "uses_state": bool(policy.uses_state),
         }
     except BaseException as err:
         conn.send(("error", _portable(err)))
@@ -113,14 +115,16 @@ def serve(conn: Connection, modules: tuple[str, ...], optional: tuple[str, ...],
                 return  # the proxy closed its end (close()) or died
             try:
                 if request[0] == "infer":
-                    _, name, shape, instruction, seed = request
+                    _, name, shape, instruction, seed, state = request
                     if shm is None or shm.name != name:
                         if shm is not None:
                             shm.close()
                         shm = SharedMemory(name)
                     # a copy: the policy owns its input, the buffer is the proxy's to overwrite
                     image = np.ndarray(shape, np.uint8, buffer=shm.buf).copy()
-                    chunk = policy.infer(image, instruction, seed=seed)
+                    # state only when given: a policy written before `state` existed keeps working without one
+                    extra = {} if state is None else {"state": state}
+                    chunk = policy.infer(image, instruction, seed=seed, **extra)
                     reply = ("ok", chunk_to_wire(chunk))
                 else:  # "reset"
                     policy.reset()

@@ -22,6 +22,7 @@ from mole_inference.export.stages import check_exportable
 from mole_inference.model.action_stats import ActionStats
 from mole_inference.model.diffusion import DDIMScheduler
 from mole_inference.model.routers import topk_mask
+from mole_inference.model.state_input import check_state
 from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
 from mole_inference.policy.contract import ActionChunk, Policy, RoutingDecision
 from mole_inference.policy.processing import check_instruction, initial_noise, resize_image, to_chw_float
@@ -68,18 +69,21 @@ class StagedPolicy(Policy):
 
     @abc.abstractmethod
     def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
-            layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
+            layers: Sequence[int] | None = None, state: np.ndarray | None = None
+            ) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
         """Normalized actions (C, A) float64, routing, per-stage ms (`vision`, `router`, `llm`, `action_head`,
-        `total`); `layers` overrides the router (None: top-k; `range(K)`: the full model)."""
+        `total`); `layers` overrides the router (None: top-k; `range(K)`: the full model); `state` (7,) float32
+        the checked robot state for models with `vision.state_input` (None otherwise)."""
 
     def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
-              layers: Sequence[int] | None = None) -> ActionChunk:
+              state: np.ndarray | None = None, layers: Sequence[int] | None = None) -> ActionChunk:
         """See Policy.infer; `layers` forces a layer set (ablations, benchmarks)."""
         t0 = time.perf_counter()
+        checked_state = check_state(state, self.cfg.vision.state_input)
         pixels, ids, mask = self.prepare(image, instruction)
         prep_ms = (time.perf_counter() - t0) * 1e3
         noise = initial_noise(seed, self.chunk_size, self.cfg.action_head.action_dim, self._rng)
-        norm, routing, ms = self.run(pixels, ids, mask, noise, layers)
+        norm, routing, ms = self.run(pixels, ids, mask, noise, layers, state=checked_state)
         ms = {"preprocess": prep_ms, **ms}
         ms["total"] += prep_ms
         return ActionChunk(self.stats.denormalize(norm), routing, ms, self.action_dt)

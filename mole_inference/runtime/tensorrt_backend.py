@@ -2,8 +2,9 @@
 
 Buffers are torch CUDA tensors allocated once. The router stage writes the prompt, bias and rotary tables; every
 layer engine reads bias/cos/sin from those same buffers, and `h` ping-pongs between two buffers, so a step moves
-no activations between engines and only the selected layers' engines are enqueued. Diffusion family only: an
-autoregressive or flow export is refused by name (`export.engine.check_engine_family`); ONNX Runtime runs both.
+no activations between engines and only the selected layers' engines are enqueued. With `vision.state_input` the
+router engine also reads the robot state from a `state` buffer (1, 7). Diffusion family only: an autoregressive or
+flow export is refused by name (`export.engine.check_engine_family`); ONNX Runtime runs both.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from mole_inference.export.engine import check_engine_family, load_engine_index, require_tensorrt
 from mole_inference.export.stages import layer_stage
+from mole_inference.model.state_input import check_state
 from mole_inference.policy.contract import RoutingDecision
 from mole_inference.runtime.staged import StagedPolicy
 from mole_inference.runtime.torch_backend import StageTimer
@@ -28,8 +30,8 @@ H_BUFFERS = ("h_a", "h_b")  # ping-pong pair for the residual stream
 # stage tensor -> shared buffer; layer `h`/`h_out` and cognition `h` are bound per step by `chain_plan`
 STATIC_BINDINGS = {
     "vision": {"pixels": "pixels", "img": "img"},
-    "router": {"img": "img", "ids": "ids", "text_mask": "text_mask", "probs": "probs", "h": "h_a",
-               "bias": "bias", "cos": "cos", "sin": "sin"},
+    "router": {"img": "img", "ids": "ids", "text_mask": "text_mask", "state": "state", "probs": "probs",
+               "h": "h_a", "bias": "bias", "cos": "cos", "sin": "sin"},
     "layer": {"bias": "bias", "cos": "cos", "sin": "sin"},
     "cognition": {"cognition": "cognition"},
     "denoise": {"x": "x", "t": "t", "cognition": "cognition", "eps": "eps"},
@@ -111,8 +113,11 @@ class TensorRTPolicy(StagedPolicy):
         self.buffers[name].copy_(src.to(self.buffers[name].dtype), non_blocking=True)
 
     def run(self, pixels: np.ndarray, ids: np.ndarray, mask: np.ndarray, noise: np.ndarray,
-            layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
-        """See StagedPolicy.run; only the selected layers' engines are enqueued."""
+            layers: Sequence[int] | None = None, state: np.ndarray | None = None
+            ) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
+        """See StagedPolicy.run; only the selected layers' engines are enqueued. `state` (7,) is required
+        (InputError) when the model reads it, ignored otherwise."""
+        state = check_state(state, self.cfg.vision.state_input)
         timer, b = StageTimer(self.device), self.buffers
         with torch.cuda.stream(self.stream):
             with timer("vision"):
@@ -121,6 +126,8 @@ class TensorRTPolicy(StagedPolicy):
             with timer("router"):
                 self._put("ids", ids)
                 self._put("text_mask", mask)
+                if state is not None:
+                    self._put("state", state[None])  # (1, 7)
                 self._execute("router")
                 probs = b["probs"].float().cpu().numpy()  # top-k is decided on the host
                 chosen = sorted(layers) if layers is not None else self.select(probs)

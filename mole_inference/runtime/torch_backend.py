@@ -101,7 +101,8 @@ class TorchPolicy(StagedPolicy):
 
     @torch.inference_mode()
     def run(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, noise: np.ndarray,
-            layers: Sequence[int] | None = None) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
+            layers: Sequence[int] | None = None, state: np.ndarray | None = None
+            ) -> tuple[np.ndarray, RoutingDecision, dict[str, float]]:
         """Staged forward pass: normalized actions (C, A), routing, per-stage ms.
 
         `layers` overrides the router (None: the router's top-k; `range(K)`: the full model). The autoregressive
@@ -110,6 +111,7 @@ class TorchPolicy(StagedPolicy):
         `action_head`.
         """
         m, timer = self.model, StageTimer(self.device)
+        st = None if state is None else torch.from_numpy(np.asarray(state, np.float32)).to(self.device).unsqueeze(0)
         with timer("vision"):
             img = m.encode_image(pixels)
             text = m.embed_text(ids)
@@ -118,19 +120,19 @@ class TorchPolicy(StagedPolicy):
             chosen = list(layers) if layers is not None else m.select(out)[0]
         if m.family == "autoregressive":  # the LLM decodes the action tokens: its time is the llm stage
             with timer("llm"):
-                h, key_mask = m.prompt(img, text, mask)
+                h, key_mask = m.prompt(img, text, mask, st)
                 actions = m.decode_actions(h, key_mask, chosen)
             timer.ms["action_head"] = 0.0
         elif m.family == "flow":  # one prefill per step; every Euler step reads its cache
             with timer("llm"):
-                h, key_mask = m.prompt(img, text, mask)
+                h, key_mask = m.prompt(img, text, mask, st)
                 _, cache = m.prefill(h, key_mask, chosen)
             with timer("action_head"):
                 x = torch.from_numpy(noise).to(self.device, self.dtype)
                 actions = m.sample_flow(cache, key_mask, chosen, x)
         else:
             with timer("llm"):  # mod and dynamic_exit act inside the chosen layers; a forced set runs as given
-                h, key_mask = m.prompt(img, text, mask)
+                h, key_mask = m.prompt(img, text, mask, st)
                 cognition, ran = m.run_layers(h, key_mask, [chosen], routed=layers is None)
                 chosen = ran[0]
             with timer("action_head"):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mole_inference.config.base import check
-from mole_inference.policy.contract import Policy
+from mole_inference.policy.contract import Policy, state_kwargs
 from mole_inference.sim.tasks import TASKS, make_task
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class EvalConfig:
     seed: int = 0
     replan: int = 1  # control steps executed from each chunk before the next inference
     ensemble: bool = False  # temporal ensemble over overlapping chunks (ChunkScheduler)
+    gripper_vote: bool = False  # gripper = weighted vote of the kept chunks covering the step (ChunkScheduler)
+    ensemble_horizon: int = 4  # chunks kept for the ensemble and the gripper vote
+    ensemble_decay: float = 0.5  # weights exp(-decay * i), i = 0 for the newest chunk
     max_seconds: float | None = None  # episode limit override (None: each task's own)
     video_episodes: int = 1  # first episodes per task whose wrist frames are kept for the strip
     start_offset: float = 0.0  # m, random start TCP around home (SimConfig); the demos' value replays their starts
@@ -60,6 +63,8 @@ class EvalConfig:
         check(self.seed >= 0, "seed", self.seed, "must be >= 0")
         check(self.replan >= 1, "replan", self.replan, "must be >= 1 (steps executed per chunk)")
         check(self.max_seconds is None or self.max_seconds > 0, "max_seconds", self.max_seconds, "must be > 0")
+        check(self.ensemble_horizon >= 1, "ensemble_horizon", self.ensemble_horizon, "must be >= 1")
+        check(self.ensemble_decay >= 0, "ensemble_decay", self.ensemble_decay, "must be >= 0")
         check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
         check(self.sticky_gripper >= 0, "sticky_gripper", self.sticky_gripper, "must be >= 0 s")
         check(self.gripper_confirm >= 0, "gripper_confirm", self.gripper_confirm, "must be >= 0 s")
@@ -129,7 +134,9 @@ class EvalReport:
         return {
             **meta,
             "seed": self.config.seed, "tasks": list(self.config.tasks), "episodes_per_task": self.config.episodes,
-            "replan": self.config.replan, "ensemble": self.config.ensemble, "action_dt": self.action_dt,
+            "replan": self.config.replan, "ensemble": self.config.ensemble, "gripper_vote": self.config.gripper_vote,
+            "ensemble_horizon": self.config.ensemble_horizon, "ensemble_decay": self.config.ensemble_decay,
+            "action_dt": self.action_dt,
             "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
             "sticky_gripper": self.config.sticky_gripper, "gripper_confirm": self.config.gripper_confirm,
             "max_seconds": self.config.max_seconds,
@@ -198,7 +205,10 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     dt = policy.action_dt
     seed = config.seed + episode
     noise_rng = np.random.default_rng([config.seed, task_index, episode])
-    scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / dt, action_dt=dt, ensemble=config.ensemble))
+    scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / dt, action_dt=dt, ensemble=config.ensemble,
+                                               gripper_ensemble=config.gripper_vote,
+                                               ensemble_horizon=config.ensemble_horizon,
+                                               ensemble_decay=config.ensemble_decay))
     envelope = safety_envelope(dt, config.sticky_gripper, config.gripper_confirm)
     policy.reset()
     obs = env.reset(seed, render=True)
@@ -212,7 +222,8 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
         now = step * dt
         if step % config.replan == 0:
             t0 = time.perf_counter()
-            chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=int(noise_rng.integers(2**31 - 1)))
+            chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=int(noise_rng.integers(2**31 - 1)),
+                                 **state_kwargs(policy, obs["ee_pose"]))
             inference_ms.append((time.perf_counter() - t0) * 1e3)
             layers.append(chunk.routing.num_active)
             routing.append(tuple(chunk.routing.layers))

@@ -31,7 +31,8 @@ class ExpertPolicy(Policy):
         """A fresh plan for the next episode (the plan reads the task when it first acts)."""
         self._expert = None
 
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
         """The expert's next action (gripper binarized) as every row of a chunk."""
         from mole_inference.sim.expert import ScriptedExpert
 

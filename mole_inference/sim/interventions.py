@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mole_inference.config.base import check
-from mole_inference.policy.contract import Policy
+from mole_inference.policy.contract import Policy, state_kwargs
 
 
 @dataclass
@@ -104,11 +104,12 @@ class InterventionActor:
         expert = self._expert.act(state)  # the operator plans along, whoever drives
         if self.took_over_at is None:
             now = tick * self.control_dt
-            if frame is not None:
-                chunk = self.policy.infer(frame, env.instruction, seed=self._seed * 100_003 + tick)
+            obs = env.observe(render=False)
+            if frame is not None:  # the frame was rendered this tick: the pose is the one it was taken at
+                chunk = self.policy.infer(frame, env.instruction, seed=self._seed * 100_003 + tick,
+                                          **state_kwargs(self.policy, obs["ee_pose"]))
                 if chunk.is_finite:
                     self._scheduler.push(chunk.actions, now, now)
-            obs = env.observe(render=False)
             measured = Pose.from_arrays(obs["ee_pose"][:3], obs["ee_pose"][3:])
             command = self._envelope.apply(measured, self._scheduler.next_action(now), Source.POLICY)
             gripper = command.gripper if command.gripper is not None else GRIPPER_OPEN

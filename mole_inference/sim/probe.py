@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mole_inference.policy.contract import Policy
+from mole_inference.policy.contract import Policy, state_kwargs
 from mole_inference.sim.scene import COLORS
 from mole_inference.sim.tasks import TouchTask, cube_name
 
@@ -69,7 +69,8 @@ def probe_instructions(policy: Policy, frames: int = 20, seed: int = 700_000, ho
             motions = []
             for color in COLORS:
                 # one noise seed per frame: the colours differ only by their words
-                chunk = policy.infer(obs["wrist_rgb"], template.format(color=color), seed=seed + 97 * j)
+                chunk = policy.infer(obs["wrist_rgb"], template.format(color=color), seed=seed + 97 * j,
+                                     **state_kwargs(policy, obs["ee_pose"]))
                 motion = chunk.actions[:horizon, :2].sum(axis=0)
                 motions.append(motion)
                 hit = pointed_cube(motion, ee_xy, cubes) == color
@@ -121,7 +122,8 @@ def probe_yaw(policy: Policy, frames: int = 20, seed: int = 700_000, start_offse
                 continue
             yaw = ee_yaw(state.ee_rot)
             need = wrap_angle(grasp_yaw(state, env.task.target, yaw) - yaw)
-            chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=seed + 97 * j)
+            chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=seed + 97 * j,
+                                 **state_kwargs(policy, obs["ee_pose"]))
             report.needed.append(float(need))
             report.predicted.append(float(chunk.actions[:, 5].sum()))
     return report

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from mole_inference.config.model import ModelConfig
 from mole_inference.errors import InputError
 from mole_inference.model.action_stats import ActionStats
+from mole_inference.model.state_input import STATE_DIM
 from mole_inference.model.tokenizer import check_lengths, load_tokenizer, tokenize_batch
 from mole_inference.policy.processing import resize_image
 from mole_inference.training.windows import GOAL_DIM, EpisodeSamples, episode_samples
@@ -45,6 +46,7 @@ class SampleTable:
     episodes: list[Path]
     frame_index: np.ndarray | None = None  # (F,) position of the frame in its episode (0 = first frame)
     goals: np.ndarray | None = None  # (F, 6) offset (m) + rotation vector (rad) to the next subgoal; NaN: unknown
+    states: np.ndarray | None = None  # (F, 7) measured EE pose at the frame (windows.robot_states); NaN: unknown
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -54,7 +56,7 @@ class SampleTable:
                       ) -> SampleTable:
         """Concatenate episodes, dropping samples whose source has weight 0 (default: hold)."""
         rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep", "idx",
-                                                  "goal")}
+                                                  "goal", "state")}
         instructions: dict[str, int] = {}
         tasks: dict[str, int] = {}
         for e_id, ep in enumerate(episodes):
@@ -73,11 +75,13 @@ class SampleTable:
             rows["ep"].append(np.full(len(idx), e_id))
             rows["idx"].append(idx)
             rows["goal"].append(ep.goals[idx] if ep.goals is not None else np.full((len(idx), GOAL_DIM), np.nan))
+            rows["state"].append(ep.states[idx] if ep.states is not None else np.full((len(idx), STATE_DIM), np.nan))
         if not rows["frames"]:
             raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
-                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"], cat["goal"])
+                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"], cat["goal"],
+                   cat["state"])
 
     def action_stats(self) -> ActionStats:
         """q01/q99 over the recorded (unpadded) actions; the gripper dimension stays unnormalized."""
@@ -121,7 +125,7 @@ class BagDataset(Dataset):
     """Training samples: `dataset[(i, seed)]` -> pixels (3, S, S), ids (T,), text_mask (T,), actions (C, A),
     action_mask (C,) (False for chunk steps past the episode's end: left out of the task loss), goal (6,) the
     offset (m) and rotation vector (rad) to the next subgoal and goal_mask () (False where unknown; see
-    windows.subgoal_offsets)."""
+    windows.subgoal_offsets); with `vision.state_input` also state (7,), the measured EE pose at the frame."""
 
     def __init__(self, table: SampleTable, cfg: ModelConfig, stats: ActionStats | None = None,
                  augment_images: bool = True) -> None:
@@ -136,6 +140,15 @@ class BagDataset(Dataset):
         goals = table.goals if table.goals is not None else np.full((len(table), GOAL_DIM), np.nan)
         self.goal_mask = torch.from_numpy(np.isfinite(goals).all(axis=1))  # (F,)
         self.goals = torch.from_numpy(np.nan_to_num(goals).astype(np.float32))  # (F, 6)
+        self.states = None
+        if cfg.vision.state_input:  # the model reads the robot state: every sample needs one
+            states = table.states if table.states is not None else np.full((len(table), STATE_DIM), np.nan)
+            unknown = ~np.isfinite(states).all(axis=1)
+            if unknown.any():
+                bad = sorted({table.episodes[e].name for e in table.episode_id[unknown]})
+                raise InputError(f"vision.state_input needs the measured EE pose at every frame; "
+                                 f"{int(unknown.sum())} frames of {len(bad)} episodes have none (first: {bad[:3]})")
+            self.states = torch.from_numpy(states.astype(np.float32))  # (F, 7)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -148,9 +161,12 @@ class BagDataset(Dataset):
             image = augment(image, np.random.default_rng(seed), t.crop_scale, t.color_jitter)
         pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0  # (3, S, S)
         instr = int(self.table.instruction_id[i])
-        return {"pixels": pixels, "ids": self.ids[instr], "text_mask": self.text_mask[instr],
+        item = {"pixels": pixels, "ids": self.ids[instr], "text_mask": self.text_mask[instr],
                 "actions": self.actions[i], "action_mask": self.action_mask[i], "goal": self.goals[i],
                 "goal_mask": self.goal_mask[i]}
+        if self.states is not None:
+            item["state"] = self.states[i]  # (7,)
+        return item
 
     def sample_weights(self) -> np.ndarray:
         """Draw probabilities (F,): source weight, times `early_weight` for an episode's first `early_frames`

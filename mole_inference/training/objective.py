@@ -99,7 +99,8 @@ class MoLeObjective(nn.Module):
         return task_loss(model.action_head(x_t, timesteps, cond), noise, mask)
 
     def token_task(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
-                   action_mask: torch.Tensor | None) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
+                   action_mask: torch.Tensor | None, state: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
         """The autoregressive family's task loss: cross-entropy of the action tokens under teacher forcing.
 
         The prompt's last position and the first A - 1 action tokens (appended after it, through the same gated
@@ -109,14 +110,15 @@ class MoLeObjective(nn.Module):
         model = self.student
         a = actions[:, 0]  # (B, A): chunk_size is 1
         tokens = model.action_head.tokenizer.encode(a).to(ids.device)  # (B, A)
-        hidden, router, gate = model.forward_train(pixels, ids, text_mask, suffix=tokens[:, :-1])  # (B, S+A-1, D)
+        hidden, router, gate = model.forward_train(pixels, ids, text_mask, suffix=tokens[:, :-1],
+                                                   state=state)  # (B, S+A-1, D)
         s = hidden.shape[1] - (tokens.shape[1] - 1)
         mask = action_mask[:, 0] if action_mask is not None else None
         return hidden[:, :s], router, gate, model.action_head.loss(hidden[:, s - 1 :], a, mask)
 
     def flow_task(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
-                  noise: torch.Tensor, times: torch.Tensor, action_mask: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
+                  noise: torch.Tensor, times: torch.Tensor, action_mask: torch.Tensor | None,
+                  state: torch.Tensor | None = None) -> tuple[torch.Tensor, RouterOutput, torch.Tensor, torch.Tensor]:
         """The flow family's task loss: MSE between the expert's velocity and u = noise - actions at
         x_t = t * noise + (1 - t) * actions (pi0), each sample's prefix read by `diffusion_repeats` flow draws.
 
@@ -126,7 +128,7 @@ class MoLeObjective(nn.Module):
         """
         model, r = self.student, self.cfg.training.diffusion_repeats
         cache = LayerCache()
-        hidden, router, gate = model.forward_train(pixels, ids, text_mask, cache=cache)  # (B, S, D)
+        hidden, router, gate = model.forward_train(pixels, ids, text_mask, cache=cache, state=state)  # (B, S, D)
         a = actions.repeat_interleave(r, dim=0)  # (B*R, C, A)
         valid = key_mask(hidden, text_mask).repeat_interleave(r, dim=0)  # (B*R, S)
         v = model.action_head(noisy_actions(a, noise, times), times, PrefixKV(cache, r), valid,
@@ -142,21 +144,23 @@ class MoLeObjective(nn.Module):
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, text_mask: torch.Tensor, actions: torch.Tensor,
                 noise: torch.Tensor, timesteps: torch.Tensor, drop: torch.Tensor,
                 teacher_hidden: torch.Tensor | None = None, action_mask: torch.Tensor | None = None,
-                goal: torch.Tensor | None = None, goal_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                goal: torch.Tensor | None = None, goal_mask: torch.Tensor | None = None,
+                state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """L_MoLe (Eq. 18) as "loss" and its parts; actions (B, C, A) normalized, noise/timesteps/drop (B*R, ...).
 
         `action_mask` (B, C): chunk steps that are recorded actions (False: padding past the episode's end).
         `goal` (B, 6) m/rad and `goal_mask` (B,): subgoal offsets for `training.goal_weight` (else ignored).
+        `state` (B, 7): the measured EE pose at the frame, for `vision.state_input` (else None).
         """
         t = self.cfg.training
         model = self.student
         if model.family == "autoregressive":
-            hidden, router, gate, task = self.token_task(pixels, ids, text_mask, actions, action_mask)
+            hidden, router, gate, task = self.token_task(pixels, ids, text_mask, actions, action_mask, state)
         elif model.family == "flow":
             hidden, router, gate, task = self.flow_task(pixels, ids, text_mask, actions, noise, timesteps,
-                                                        action_mask)
+                                                        action_mask, state)
         else:
-            hidden, router, gate = model.forward_train(pixels, ids, text_mask)  # (B, S, D), (B, K), (B, K)
+            hidden, router, gate = model.forward_train(pixels, ids, text_mask, state=state)  # (B, S, D), (B, K), (B, K)
             task = self.diffusion_task(hidden[:, -1], actions, noise, timesteps, drop, action_mask)
         cog = hidden[:, -1]  # (B, D) cognition feature
         parts = {"task": task}

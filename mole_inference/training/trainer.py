@@ -148,14 +148,15 @@ class Trainer:
         teacher_hidden = None
         if self.teacher is not None:
             with torch.no_grad():
-                teacher_hidden = self.teacher.forward_train(b["pixels"], b["ids"], b["text_mask"], full=True)[0]
+                teacher_hidden = self.teacher.forward_train(b["pixels"], b["ids"], b["text_mask"], full=True,
+                                                            state=b.get("state"))[0]
             if hasattr(self.teacher, "reshard"):  # FSDP keeps a root unsharded after forward, awaiting a backward
                 self.teacher.reshard()
         gen = step_generator(t.seed, self.step, self.ctx.rank)
         noise, timesteps, drop = draw_diffusion(b["pixels"].shape[0], self.cfg, gen, dev)
         self.student.train()
         parts = self.module(b["pixels"], b["ids"], b["text_mask"], b["actions"], noise, timesteps, drop,
-                            teacher_hidden, b.get("action_mask"), b.get("goal"), b.get("goal_mask"))
+                            teacher_hidden, b.get("action_mask"), b.get("goal"), b.get("goal_mask"), b.get("state"))
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(t, self.step) * group.get("lr_scale", 1.0)

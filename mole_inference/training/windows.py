@@ -38,6 +38,7 @@ from mole_inference.control.transforms import matrix_to_rotvec, quat_normalize, 
 from mole_inference.data.action_windows import ActionWindows, resample_windows
 from mole_inference.data.episode import Episode
 from mole_inference.errors import InputError
+from mole_inference.model.state_input import STATE_DIM
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class EpisodeSamples:
     windows: ActionWindows
     instructions: list[str] = field(default_factory=list)
     goals: np.ndarray | None = None  # (F, 6) offset (m) and rotation vector (rad) to the next subgoal; NaN: unknown
+    states: np.ndarray | None = None  # (F, 7) measured EE pose at each frame (robot_states); NaN: unknown
 
     @property
     def sample_sources(self) -> np.ndarray:
@@ -73,7 +75,20 @@ def episode_samples(episode: Episode, n: int, dt_s: float, topic: str | None = N
         raise InputError(f"episode {episode.path}: frames without an instruction (none recorded, none in metadata)")
     task = (episode.metadata.task if episode.metadata and episode.metadata.task else instructions[0]) if len(
         instructions) else ""
-    return EpisodeSamples(episode.path, task, frames.rgb, windows, instructions, subgoal_offsets(episode, frames.t_ns))
+    return EpisodeSamples(episode.path, task, frames.rgb, windows, instructions, subgoal_offsets(episode, frames.t_ns),
+                          robot_states(episode, frames.t_ns))
+
+
+def robot_states(episode: Episode, frame_t_ns: np.ndarray) -> np.ndarray:
+    """(F, 7) the state at each frame as the robot node feeds it to a `vision.state_input` model: the latest
+    measured pose at or before the frame (the first one for frames before any), NaN if the episode has none."""
+    t = np.asarray(frame_t_ns, dtype=np.int64)
+    out = np.full((len(t), STATE_DIM), np.nan)
+    poses = episode.measured_poses
+    if len(poses.t_ns):
+        i = np.clip(np.searchsorted(poses.t_ns, t, side="right") - 1, 0, None)
+        out[:, :3], out[:, 3:7] = poses.position[i], poses.quat_xyzw[i]
+    return out
 
 
 def subgoal_offsets(episode: Episode, frame_t_ns: np.ndarray) -> np.ndarray:

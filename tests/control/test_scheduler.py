@@ -157,6 +157,33 @@ def test_ensemble_with_zero_decay_is_plain_mean():
     assert s.next_action(0.02)[0] == pytest.approx(15 * 0.2)
 
 
+def test_gripper_vote_weights_the_covering_chunks_and_leaves_motion_to_the_newest():
+    # weights 1, 1/2, 1/4: the two older chunks say closed, the newest says open
+    s = ChunkScheduler(SchedulerConfig(gripper_ensemble=True, ensemble_decay=math.log(2.0), ensemble_horizon=4))
+    s.push(ramp_chunk(10.0, gripper=0.0), image_stamp=0.0, now=0.0)
+    s.push(ramp_chunk(20.0, gripper=0.0), image_stamp=0.1, now=0.1)
+    s.push(ramp_chunk(30.0, gripper=1.0), image_stamp=0.2, now=0.2)
+    a = s.next_action(0.25)
+    assert a[6] == pytest.approx(1.0 / 1.75)  # a vote fraction, not the newest chunk's 1.0
+    assert a[0] == pytest.approx(30 * 0.2)  # motion: the newest chunk only (ensemble off)
+    # one stray "open" among closed draws stays a minority
+    s.push(ramp_chunk(40.0, gripper=0.0), image_stamp=0.3, now=0.3)
+    assert s.next_action(0.35)[6] == pytest.approx(0.5 / 1.875)
+
+
+def test_gripper_vote_counts_only_chunks_covering_now_and_combines_with_the_motion_ensemble():
+    s = ChunkScheduler(SchedulerConfig(ensemble=True, gripper_ensemble=True, ensemble_decay=0.0))
+    s.push(ramp_chunk(10.0, n=2, gripper=0.0), 0.0, 0.0)  # covers 0.0-0.2 only
+    s.push(ramp_chunk(20.0, gripper=1.0), 0.1, 0.1)
+    a = s.next_action(0.15)
+    assert a[6] == pytest.approx(0.5) and a[0] == pytest.approx((20 + 11) / 2 * 0.2)
+    assert s.next_action(0.25)[6] == 1.0  # the first chunk expired: the second alone
+    off = ChunkScheduler(SchedulerConfig(ensemble=True, ensemble_decay=0.0))
+    off.push(ramp_chunk(10.0, n=2, gripper=0.0), 0.0, 0.0)
+    off.push(ramp_chunk(20.0, gripper=1.0), 0.1, 0.1)
+    assert off.next_action(0.15)[6] == 1.0  # without the vote: the newest chunk's gripper
+
+
 def test_push_from_worker_thread_while_ticking():
     s = ChunkScheduler(SchedulerConfig(ensemble=True))
     stop = threading.Event()

@@ -1,4 +1,5 @@
-"""One tiny checkpoint, two calibration episodes and one fp32 + int8 export, shared by the export tests."""
+"""One tiny checkpoint, two calibration episodes and one fp32 + int8 export, shared by the export tests; the
+family export tests' micro configs and helpers."""
 
 import numpy as np
 import pytest
@@ -19,13 +20,46 @@ T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 INSTRUCTIONS = ("pick up the red cube", "put the cup on the plate", "open the top drawer")
 
+# Micro shapes of the family export tests: 4 layers of width 32, 28 px images, 8 text tokens, one key/value head,
+# k = 2; a few seconds per export.
+MICRO_ENCODER = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
+MICRO_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 4, "num_heads": 2, "num_kv_heads": 1,
+             "max_text_tokens": 8, "vocab_size": 300, "text_tokenizer": "word"}
+MICRO_ROUTER = {"num_active_layers": 2, "proj_dim": 16, "spatial_hidden": 16, "encoder_heads": 2, "encoder_ffn": 32}
+_FUSED_VISION = {"image_size": 28, "patch_size": 14, "dinov2": MICRO_ENCODER, "siglip": MICRO_ENCODER,
+                 "text_film": True}
+# family -> (preset, vision, action head) at micro shapes; the flow expert: width 24, head dim 16, chunk 4
+MICRO_FAMILIES = {
+    "diffusion": ("tiny", _FUSED_VISION, {"hidden_size": 32, "num_heads": 2, "chunk_size": 4}),
+    "autoregressive": ("openvla-tiny", _FUSED_VISION, {}),
+    "flow": ("pi0-tiny", {"image_size": 28, "patch_size": 14, "backbones": "siglip", "siglip": MICRO_ENCODER,
+                          "text_film": True},
+             {"type": "flow", "hidden_size": 24, "depth": 4, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16,
+              "chunk_size": 4}),
+}
+
+
+def micro_config(family: str, router: str = "star", vision: dict | None = None, action_head: dict | None = None):
+    """The `family`'s tiny preset at micro shapes with `router`; `vision`/`action_head` override fields."""
+    name, base_vision, head = MICRO_FAMILIES[family]
+    return preset(name, vision={**base_vision, **(vision or {})}, llm=MICRO_LLM,
+                  router={**MICRO_ROUTER, "type": router}, action_head={**head, **(action_head or {})})
+
+
+def wake_zero_inits(model: MoLeVLA) -> MoLeVLA:
+    """Random weights for the layers zero-initialized for training that would hide an input from the actions:
+    the DiT head's output (diffusion) and the state projection (`vision.state_input`)."""
+    if model.cfg.action_head.type == "diffusion":
+        torch.nn.init.normal_(model.action_head.action_out.weight, std=0.1)
+    if model.state_input is not None:
+        torch.nn.init.normal_(model.state_input.proj.weight, std=0.1)
+    return model
+
 
 def tiny_model(seed: int = 0) -> MoLeVLA:
-    """Random tiny model; the head's zero-initialized output layer gets weights so actions depend on the input."""
+    """Random tiny model whose actions depend on the input (`wake_zero_inits`)."""
     torch.manual_seed(seed)
-    model = MoLeVLA(preset("tiny")).eval()
-    torch.nn.init.normal_(model.action_head.action_out.weight, std=0.1)
-    return model
+    return wake_zero_inits(MoLeVLA(preset("tiny")).eval())
 
 
 def frame(ep: int, k: int) -> np.ndarray:
@@ -70,14 +104,14 @@ def tiny_export(tiny_checkpoint, calib_bags, tmp_path_factory):
 
 
 def export_family(cfg, tag: str, tmp_path_factory, star: bool, action_dim: int = 7):
-    """(torch policy, onnxruntime policy, manifest) of a random-weight model of `cfg`'s family, exported fp32 (and
-    INT8 with synthetic calibration when `star`); parity is left to the caller."""
+    """(torch policy, onnxruntime policy, manifest) of a random-weight model of `cfg`'s family (`wake_zero_inits`),
+    exported fp32 (and INT8 with synthetic calibration when `star`); parity is left to the caller."""
     from mole_inference.export.pipeline import export_model
     from mole_inference.runtime.onnx_backend import OnnxPolicy
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     torch.manual_seed(0)
-    model = MoLeVLA(cfg).eval()
+    model = wake_zero_inits(MoLeVLA(cfg).eval())
     stats = ActionStats.identity(action_dim)
     man = export_model(model, stats, tmp_path_factory.mktemp(tag), int8=star, synthetic_calibration=star,
                        calib_frames=16, check=False)

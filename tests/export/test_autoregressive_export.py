@@ -11,34 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from mole_inference.config import preset
 from mole_inference.errors import ConfigError, InputError
 from mole_inference.export.manifest import Manifest, ManifestError
 from mole_inference.export.parity import FP32_TOL, stage_errors
 from mole_inference.export.stages import check_exportable, layer_stage, stage_io
 from mole_inference.export.token_stages import decode_stage, past_len
 from mole_inference.runtime.onnx_backend import OnnxPolicy
-from tests.export.conftest import export_family, quantized, without_family
+from tests.export.conftest import export_family, micro_config, quantized, without_family
 
-ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
-MICRO = {
-    "vision": {"image_size": 28, "patch_size": 14, "dinov2": ENC, "siglip": ENC, "text_film": True},
-    "llm": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 4, "num_heads": 2, "num_kv_heads": 1,
-            "max_text_tokens": 8, "vocab_size": 300, "text_tokenizer": "word"},
-}
-ROUTER = {"num_active_layers": 2, "proj_dim": 16, "spatial_hidden": 16, "encoder_heads": 2, "encoder_ffn": 32}
 INSTRUCTIONS = ("pick up the red cube", "open the top drawer slowly")
 A = 7  # action tokens per step
-
-
-def micro_openvla(router: str = "star"):
-    return preset("openvla-tiny", **MICRO, router={**ROUTER, "type": router})
 
 
 @pytest.fixture(scope="module", params=["star", "full"])
 def exported(request, tmp_path_factory):
     """(torch policy, onnxruntime policy, manifest) of one random-weight model; STAR also gets its INT8 variant."""
-    return export_family(micro_openvla(request.param), f"ar-{request.param}", tmp_path_factory, request.param == "star")
+    return export_family(micro_config("autoregressive", request.param), f"ar-{request.param}", tmp_path_factory,
+                         request.param == "star")
 
 
 def test_manifest_records_the_family_and_the_token_stages(exported):
@@ -146,5 +135,4 @@ def test_refusals_name_what_is_missing():
     with pytest.raises(ConfigError, match=r"router.type='mod'"):
         check_exportable("mod", family="autoregressive")
     with pytest.raises(ConfigError, match=r"action_dim=1: the autoregressive export needs >= 2"):
-        stage_io(preset("openvla-tiny", **MICRO, action_head={"type": "autoregressive", "chunk_size": 1,
-                                                              "action_dim": 1}))
+        stage_io(micro_config("autoregressive", action_head={"chunk_size": 1, "action_dim": 1}))

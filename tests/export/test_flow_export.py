@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 
-from mole_inference.config import preset
 from mole_inference.errors import ConfigError, InputError
 from mole_inference.export.flow_stages import expert_stage
 from mole_inference.export.manifest import Manifest, ManifestError
@@ -19,30 +18,18 @@ from mole_inference.export.parity import FP32_TOL, stage_errors
 from mole_inference.export.stages import check_exportable, layer_stage, stage_io
 from mole_inference.policy.processing import initial_noise
 from mole_inference.runtime.onnx_backend import OnnxPolicy
-from tests.export.conftest import export_family, quantized, without_family
+from tests.export.conftest import export_family, micro_config, quantized, without_family
 
-ENC = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_size": 64}
-MICRO = {
-    "vision": {"image_size": 28, "patch_size": 14, "backbones": "siglip", "siglip": ENC, "text_film": True},
-    "llm": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 4, "num_heads": 2, "num_kv_heads": 1,
-            "max_text_tokens": 8, "vocab_size": 300, "text_tokenizer": "word"},
-}
-HEAD = {"type": "flow", "hidden_size": 24, "depth": 4, "num_heads": 2, "num_kv_heads": 1, "head_dim": 16,
-        "chunk_size": 4}
-ROUTER = {"num_active_layers": 2, "proj_dim": 16, "spatial_hidden": 16, "encoder_heads": 2, "encoder_ffn": 32}
 INSTRUCTIONS = ("pick up the red cube", "open the top drawer slowly")
 C, A, STEPS = 4, 7, 10  # chunk, action dim, Euler steps
 ACTION_ATOL = 1e-4  # normalized actions after 10 Euler steps, fp32 torch vs fp32 onnxruntime (as the DDIM tests)
 
 
-def micro_pi0(router: str = "star"):
-    return preset("pi0-tiny", **MICRO, router={**ROUTER, "type": router}, action_head=HEAD)
-
-
 @pytest.fixture(scope="module", params=["star", "full"])
 def exported(request, tmp_path_factory):
     """(torch policy, onnxruntime policy, manifest) of one random-weight model; STAR also gets its INT8 variant."""
-    return export_family(micro_pi0(request.param), f"flow-{request.param}", tmp_path_factory, request.param == "star")
+    return export_family(micro_config("flow", request.param), f"flow-{request.param}", tmp_path_factory,
+                         request.param == "star")
 
 
 def test_manifest_records_the_family_and_the_flow_stages(exported, image):

@@ -16,7 +16,7 @@ from mole_inference.runtime.torch_backend import TorchPolicy
 class EngineStub(StagedPolicy):
     """A staged backend that runs exported stages (like OnnxPolicy, TensorRTPolicy), without an engine."""
 
-    def run(self, pixels, ids, mask, noise, layers=None):
+    def run(self, pixels, ids, mask, noise, layers=None, state=None):
         raise NotImplementedError
 
 

@@ -170,11 +170,14 @@ class FakePolicy(Policy):
         self.nan = False
         self.calls = 0
         self.images: list[tuple[int, ...]] = []
+        self.states: list[np.ndarray | None] = []  # the `state` of every call (None: called without one)
 
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
         """See Policy.infer."""
         self.calls += 1
         self.images.append(image.shape)
+        self.states.append(state)
         if self.delay:
             time.sleep(self.delay)
         actions = np.zeros((self.chunk_size, 7))

@@ -67,7 +67,7 @@ def errors(out) -> list[str]:
 
 
 def test_targets_at_rate_from_policy(stack, msgs, wait):
-    _, _, out, policy = stack
+    node, _, out, policy = stack
     t0 = time.monotonic()
     assert wait(lambda: len(out["targets"].since(t0)) >= 30, 10.0)  # rates and jitter: benchmarks/control_jitter.py
     targets = out["targets"].since(t0)
@@ -81,6 +81,7 @@ def test_targets_at_rate_from_policy(stack, msgs, wait):
     np.testing.assert_allclose(x[-1], msgs.HOME[0] + 0.03, atol=1e-9)
     assert {m.header.frame_id for _, m in targets} == {"fr3_link0"}
     assert policy.calls >= 10 and set(policy.images) == {(64, 64, 3)}
+    assert all(s is None for s in policy.states) and node.state_input is None  # no state_input: no state passed
     layers, probs = conv.routing_from_msg(out["routing"].items[-1][1])
     assert layers == (1, 3, 5) and probs.shape == (6,)
     assert out["source"].items[-1][1].data == "policy"

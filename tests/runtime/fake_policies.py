@@ -35,8 +35,9 @@ class EchoPolicy(Policy):
         self.marker_dir = Path(marker_dir) if marker_dir else None
         self.resets = 0
 
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
-        """See the class docstring."""
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
+        """See the class docstring; `state` is ignored (a model without `vision.state_input`)."""
         if instruction == "raise":
             raise InputError("echo policy refuses this instruction")
         if instruction == "block":
@@ -74,6 +75,33 @@ def make_echo(marker_dir: str | None = None, hold_restarts: bool = False) -> Ech
     return EchoPolicy(marker_dir)
 
 
+class StatePolicy(EchoPolicy):
+    """A model that reads the robot state (`uses_state`): every row of the chunk is the state it got, followed by
+    the worker's pid. No state, or not 7 finite values, raises InputError, as model/state_input.check_state does."""
+
+    @property
+    def uses_state(self) -> bool:
+        """Always: this fake stands for a `vision.state_input` model."""
+        return True
+
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
+        """See the class docstring."""
+        if state is None:
+            raise InputError("this model reads the robot state: pass state=[x, y, z, qx, qy, qz, qw]")
+        values = np.asarray(state, dtype=np.float64).reshape(-1)
+        if values.shape != (7,) or not np.all(np.isfinite(values)):
+            raise InputError(f"robot state must be 7 finite values, got {values.tolist()}")
+        actions = np.tile(np.append(values, os.getpid()), (self.chunk_size, 1))
+        probs = np.full(self.num_layers, 0.5, dtype=np.float32)
+        return ActionChunk(actions, RoutingDecision((1,), probs, self.num_layers), {"total": 0.5}, self.action_dt)
+
+
+def make_state_echo() -> StatePolicy:
+    """Factory of StatePolicy."""
+    return StatePolicy()
+
+
 class StepPolicy(Policy):
     """Every chunk moves +x by 1 cm per step with the gripper open (a policy the node can drive with)."""
 
@@ -81,7 +109,8 @@ class StepPolicy(Policy):
     chunk_size = 8
     num_layers = 4
 
-    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None) -> ActionChunk:
+    def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
+              state: np.ndarray | None = None) -> ActionChunk:
         """See the class docstring."""
         actions = np.zeros((self.chunk_size, 7))
         actions[:, 0], actions[:, 6] = 0.01, 1.0
@@ -100,3 +129,21 @@ def fail_to_build(reason: str) -> Policy:
     from mole_inference.errors import CheckpointError
 
     raise CheckpointError(reason)
+
+
+def make_tiny_state_model() -> Policy:
+    """The tiny preset with `vision.state_input` (random weights); its zero-initialised state map and action output
+    get seeded weights (as tests/runtime/conftest.py's tiny checkpoint) so the state changes the actions; the same
+    in every process."""
+    import torch
+
+    from mole_inference.config import preset
+    from mole_inference.runtime.torch_backend import TorchPolicy
+
+    policy = TorchPolicy.from_config(preset("tiny", vision={"state_input": True}))
+    generator = torch.Generator().manual_seed(0)
+    model = policy.model
+    with torch.no_grad():
+        for weight, std in ((model.state_input.proj.weight, 0.5), (model.action_head.action_out.weight, 0.1)):
+            weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+    return policy

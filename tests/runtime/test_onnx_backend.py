@@ -45,6 +45,17 @@ def test_normalized_actions_match_torch_for_any_layer_set(policies, image, layer
     assert np.abs(a).max() > 0.05  # the comparison is not vacuous
 
 
+def test_a_model_without_state_input_ignores_the_state(policies, image):
+    from mole_inference.export.stages import EXAMPLE_STATE
+
+    _, policy = policies
+    assert not policy.uses_state and [s.name for s in policy.manifest.variants["fp32"]["router"].inputs] == \
+        ["img", "ids", "text_mask"]
+    a = policy.infer(image, INSTRUCTION, seed=3)
+    b = policy.infer(image, INSTRUCTION, seed=3, state=np.array(EXAMPLE_STATE))
+    np.testing.assert_array_equal(b.actions, a.actions)
+
+
 def test_exactly_k_layer_sessions_run_per_step(policies, image):
     _, policy = policies
     policy.session_runs.clear()

@@ -132,6 +132,40 @@ def test_bad_input_raises_input_error_and_the_worker_keeps_serving(proxy):
     assert proxy.infer(frame(8, 8), "ok").actions[0, 6] == pid and proxy.restarts == 0
 
 
+STATE = [0.45, -0.05, 0.3, 1.0, 0.0, 0.0, 0.0]  # the measured pose: x, y, z (m), quaternion xyzw
+
+
+def test_the_robot_state_reaches_the_worker_and_uses_state_is_the_workers_models():
+    with start(fakes.make_state_echo) as proxy:
+        assert proxy.uses_state  # reported by the worker: the parent never builds the model
+        chunk = proxy.infer(frame(8, 8), "pick", state=np.array(STATE))
+        np.testing.assert_array_equal(chunk.actions, np.tile([*STATE, proxy.worker_pid], (4, 1)))
+        # any sequence of numbers travels as float64
+        assert proxy.infer(frame(8, 8), "pick", state=tuple(STATE)).actions[0, :7].tolist() == STATE
+
+
+def test_a_model_without_state_input_ignores_the_state(proxy):
+    assert not proxy.uses_state
+    image = frame(8, 8)
+    with_state = proxy.infer(image, "pick", seed=3, state=np.array(STATE)).actions
+    np.testing.assert_array_equal(with_state, proxy.infer(image, "pick", seed=3).actions)
+
+
+def test_a_missing_or_bad_state_raises_input_error_and_the_worker_keeps_serving():
+    with start(fakes.make_state_echo) as proxy:
+        pid = proxy.worker_pid
+        with pytest.raises(InputError, match="reads the robot state"):  # raised in the worker, same type here
+            proxy.infer(frame(8, 8), "pick")
+        for bad in (STATE[:6], [*STATE[:6], float("nan")]):
+            with pytest.raises(InputError, match="7 finite values"):
+                proxy.infer(frame(8, 8), "pick", state=bad)
+        with pytest.raises(InputError, match="robot state: expected numbers"):  # not numbers: refused here
+            proxy.infer(frame(8, 8), "pick", state=["x"] * 7)
+        # no crash, no restart: the same worker answers the next good request
+        assert proxy.infer(frame(8, 8), "pick", state=STATE).actions[0, 7] == pid
+        assert proxy.worker_pid == pid and proxy.restarts == 0 and proxy.status()["worker_state"] == "ready"
+
+
 def test_reset_is_forwarded(proxy):
     image = frame(8, 8)
     assert proxy.infer(image, "a").actions[0, 5] == 0
@@ -329,3 +363,21 @@ def test_tiny_model_matches_the_in_process_policy():
     np.testing.assert_allclose(got.actions, want.actions, atol=1e-6, rtol=0)
     assert got.routing.layers == want.routing.layers
     np.testing.assert_allclose(got.routing.probs, want.routing.probs, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tiny_state_input_model_matches_the_in_process_policy():
+    """A real `vision.state_input` model in the worker: uses_state is reported, the state reaches the model (two
+    poses, two chunks, each equal to the in-process one), and a missing state is an InputError, not a restart."""
+    pytest.importorskip("torch")
+    image, other = frame(120, 160, seed=3), [0.55, 0.1, 0.2, 0.0, 1.0, 0.0, 0.0]
+    local = fakes.make_tiny_state_model()
+    with ProcessPolicy(fakes.make_tiny_state_model, threads=1) as remote:
+        assert remote.uses_state and local.uses_state
+        got = [remote.infer(image, "pick up the red cube", seed=5, state=s).actions for s in (STATE, other)]
+        with pytest.raises(InputError, match="reads the robot state"):
+            remote.infer(image, "pick up the red cube", seed=5)
+        assert remote.restarts == 0 and remote.ready
+    want = [local.infer(image, "pick up the red cube", seed=5, state=s).actions for s in (STATE, other)]
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    assert not np.allclose(got[0], got[1], atol=1e-4), "the state never reached the model"

@@ -32,9 +32,10 @@ def test_chain_runs_only_selected_layers_ping_ponging_two_buffers():
     assert [p[0] for p in plan] == list(range(8)) and final == H_BUFFERS[0]
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "cogact-7b"])
-def test_every_stage_tensor_has_a_buffer(name):
-    for stage, (ins, outs) in stage_io(preset(name)).items():
+@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("small", {}), ("cogact-7b", {}),
+                                             ("tiny", {"vision": {"state_input": True}})])
+def test_every_stage_tensor_has_a_buffer(name, overrides):
+    for stage, (ins, outs) in stage_io(preset(name, **overrides)).items():
         binds = STATIC_BINDINGS[stage_kind(stage)]
         for spec in ins + outs:
             assert spec.name in binds or spec.name in ("h", "h_out"), (stage, spec.name)

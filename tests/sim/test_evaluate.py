@@ -141,3 +141,32 @@ def test_eval_with_the_demo_start_settings_replays_a_demo_seed(tmp_path):
     episode = report.episodes[0]
     assert episode.instruction == result.instruction and episode.success
     np.testing.assert_array_equal(episode.frames[0], first_frame)
+
+
+class PoseReadingExpert(ExpertPolicy):
+    """The expert as a state-input model: records the state it is given next to the sim's measured pose."""
+
+    uses_state = True
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.pairs = []
+
+    def infer(self, image, instruction, *, seed=None, state=None):
+        obs = self.env.observe(render=False)
+        self.pairs.append((np.array(state), obs["ee_pose"].copy()))
+        return super().infer(image, instruction, seed=seed)
+
+
+def test_a_state_input_policy_gets_the_measured_pose_at_its_frame():
+    """(A policy without `uses_state` gets no `state` argument: ExpertPolicy above has none and runs.)"""
+    from mole_inference.sim.env import make_env
+    from mole_inference.sim.evaluate import EvalConfig, run_episode
+
+    with make_env("touch", control_dt=0.1, cameras=("wrist",)) as env:
+        policy = PoseReadingExpert(env)
+        assert run_episode(env, policy, EvalConfig(tasks=("touch",)), 0, 0).success
+        assert len(policy.pairs) > 3
+    for state, pose in policy.pairs:
+        np.testing.assert_array_equal(state, pose)
+    assert not np.allclose(policy.pairs[0][0][:3], policy.pairs[-1][0][:3])  # the hand moved: the state follows

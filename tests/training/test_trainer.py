@@ -154,3 +154,27 @@ def test_router_lr_scale_puts_the_router_in_its_own_faster_group(table, micro_cf
     assert {id(p) for p in router["params"]} == router_ids and not router_ids & {id(p) for p in body["params"]}
     trainer.train_step(next(iter(trainer.loader())))
     assert router["lr"] == pytest.approx(10.0 * body["lr"]) and body["lr"] > 0
+
+
+def test_state_input_trains_from_the_recorded_poses_and_needs_them(table, micro_cfg, tmp_path):
+    """vision.state_input: the batch carries each frame's measured pose, the zero-initialised map learns, the
+    teacher reads the same state, and a table without poses is refused with the reason."""
+    import dataclasses
+
+    from mole_inference.runtime.torch_backend import TorchPolicy
+
+    base = micro_cfg(learning_rate=3e-3)
+    cfg = dataclasses.replace(base, vision=dataclasses.replace(base.vision, state_input=True))
+    data = BagDataset(table, cfg)
+    np.testing.assert_array_equal(data.states.numpy(), table.states.astype(np.float32))
+    trainer = Trainer(cfg, data, tmp_path, progress=False)
+    batch = next(iter(trainer.loader()))
+    assert batch["state"].shape == (4, 7)
+    for _ in range(3):
+        trainer.train_step(batch)
+    assert trainer.student.state_input.proj.weight.abs().sum() > 0  # it learned from zero
+    policy = TorchPolicy.from_checkpoint(trainer.save())
+    assert policy.uses_state
+    with pytest.raises(Exception, match="measured EE pose"):
+        BagDataset(dataclasses.replace(table, states=np.full_like(table.states, np.nan)), cfg)
+    assert BagDataset(dataclasses.replace(table, states=None), base)  # models without it do not care

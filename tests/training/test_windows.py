@@ -152,3 +152,22 @@ def test_subgoal_is_unknown_without_measured_poses(tmp_path):
             w.write_ee_delta([0.01, 0, 0, 0, 0, 0, 1.0], "teleop", int(T0 + j * 20 * MS))
         w.close(success=True)
     assert np.isnan(episode_samples(read_episode(path), n=2, dt_s=0.1).goals).all()
+
+
+def test_robot_states_take_the_latest_measured_pose_at_or_before_each_frame(episode_writer, tmp_path):
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.training.windows import robot_states
+
+    episode_writer(tmp_path / "ep", 2)
+    ep = read_episode(tmp_path / "ep")
+    frames = ep.camera().t_ns
+    states = robot_states(ep, frames)
+    assert states.shape == (len(frames), 7) and np.isfinite(states).all()
+    for row, t in zip(states, frames, strict=True):
+        i = max(int(np.searchsorted(ep.measured_poses.t_ns, t, side="right")) - 1, 0)
+        np.testing.assert_array_equal(row[:3], ep.measured_poses.position[i])
+        np.testing.assert_array_equal(row[3:], ep.measured_poses.quat_xyzw[i])
+    early = robot_states(ep, np.array([ep.measured_poses.t_ns[0] - 1]))  # before the first pose: the first
+    np.testing.assert_array_equal(early[0, :3], ep.measured_poses.position[0])
+    ep.measured_poses = type(ep.measured_poses)()
+    assert np.isnan(robot_states(ep, frames)).all()

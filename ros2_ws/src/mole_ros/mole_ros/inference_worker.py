@@ -6,6 +6,11 @@ frame, calls `Policy.infer`, and pushes the chunk into the ControlLoop; the cont
 A failing call (bad frame, exception, NaN/inf in the chunk) drops the queued actions, so the loop holds on its
 next tick, and is reported through `on_error`; the thread keeps running.
 
+For a model that reads the robot state (`Policy.uses_state`, `vision.state_input`) the node passes `state_at`:
+each call then gets `state=state_at(stamp)`, the state when the frame was taken (mole_ros.state_input). A state
+that is missing or too old (`state_at` raises InputError) means no inference for that frame: the same failure
+path (drop queued actions, hold, report). Without `state_at`, `infer` is called without `state`, as before.
+
 The policy is usually a `mole_inference.runtime.process_policy.ProcessPolicy`: the model runs in a worker process
 and this thread only hands it the frame and waits on a pipe (no GIL held), so the control thread never queues
 behind model work. A worker that crashed, hung past its deadline or is still restarting makes `infer` raise
@@ -32,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from mole_inference.control import ControlLoop
 from mole_inference.errors import InputError
 from mole_inference.policy.contract import ActionChunk, Policy
@@ -39,6 +46,7 @@ from mole_ros.conversions import image_to_rgb
 
 ChunkCallback = Callable[[ActionChunk, float], None]
 ErrorCallback = Callable[[str], None]
+StateSource = Callable[[float], np.ndarray]  # frame stamp -> robot state then; InputError when it is unknown
 
 
 class InferenceWorker:
@@ -46,7 +54,7 @@ class InferenceWorker:
 
     def __init__(self, policy: Policy, loop: ControlLoop, clock: Callable[[], float], on_chunk: ChunkCallback,
                  on_error: ErrorCallback, max_image_side: int, torch_threads: int = 1,
-                 min_period: float = 0.0) -> None:
+                 min_period: float = 0.0, state_at: StateSource | None = None) -> None:
         self.policy = policy
         self.loop = loop
         self.clock = clock
@@ -55,6 +63,7 @@ class InferenceWorker:
         self.max_image_side = max_image_side
         self.torch_threads = torch_threads
         self.min_period = min_period
+        self.state_at = state_at  # None: the model reads no state (infer is called without one)
         self._cond = threading.Condition()  # guards everything below and orders generation vs. push/clear
         self._policy_lock = threading.Lock()  # held around every policy.infer and policy.reset
         self._frame: tuple[Any, float] | None = None
@@ -173,13 +182,20 @@ class InferenceWorker:
         except InputError as err:
             self._fail(f"frame dropped: {err}")
             return
+        extra: dict[str, np.ndarray] = {}  # no `state` argument at all for a model that reads none
+        if self.state_at is not None:
+            try:
+                extra["state"] = self.state_at(stamp)
+            except InputError as err:
+                self._fail(f"no inference, holding: {err}")
+                return
         with self._policy_lock:
             self._reset_if_pending()
             with self._cond:  # instruction and generation read together: the tag matches the instruction
                 instruction, generation = self._instruction, self._generation
             self.loop.inference_started(self.clock())
             try:
-                chunk = self.policy.infer(rgb, instruction)
+                chunk = self.policy.infer(rgb, instruction, **extra)
             except Exception as err:  # any model failure: hold, report, keep serving
                 self._fail(f"inference failed: {type(err).__name__}: {err}")
                 return

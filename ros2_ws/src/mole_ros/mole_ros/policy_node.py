@@ -31,6 +31,12 @@ next activation and says which frames and by how much (log and /diagnostics). A 
 a silent robot state, switch the mux to hold with the reason; `~/resume_policy` and `~/takeover` are refused
 until every check passes again. /diagnostics carries one status per check ("<node>: frames", ": controller",
 ": robot state").
+
+A model that reads the robot state (`Policy.uses_state`, `vision.state_input`) gets, with each frame, the measured
+pose at the frame's stamp (mole_ros.state_input: from `pose_topic`, the same subscription the control loop uses).
+No pose, or none within `control.watchdog.max_pose_age` of the frame, means no inference for that frame: the queued
+actions are dropped (hold), the reason is logged (throttled) and shown on /diagnostics ("<node>: state input").
+Models without the option are called exactly as before.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ from mole_ros.robot_checks import ERROR as CHECK_ERROR
 from mole_ros.robot_checks import OK as CHECK_OK
 from mole_ros.robot_checks import RobotChecksConfig
 from mole_ros.robot_monitor import RobotBackends, RobotMonitor
+from mole_ros.state_input import StateInput
 from mole_ros.telemetry import ERROR, OK, WARN, Telemetry, diagnostic_array
 
 NODE_NAME = "mole_policy"
@@ -171,6 +178,7 @@ class PolicyNode(LifecycleNode):
         self.loop: ControlLoop | None = None
         self.worker: InferenceWorker | None = None
         self.telemetry: Telemetry | None = None
+        self.state_input: StateInput | None = None  # the measured pose at each frame, for a state-input model
         self._entities: list = []
         self._diag_timers: list = []  # not `_timers`: that is rclpy Node's own list of every timer
         self._control: ControlThread | None = None  # the fixed-rate control loop (its own thread)
@@ -206,8 +214,16 @@ class PolicyNode(LifecycleNode):
                                f"control: {ctl}; robot: {robot}")
         self.loop = ControlLoop(ctl, on_switch=self._on_switch, now=self._now())
         self.telemetry = Telemetry(ctl.scheduler.control_dt)
+        self.state_input = None
+        if policy.uses_state:
+            watchdog = ctl.watchdog  # a frame older than max_image_age is held anyway: no older pose is needed
+            self.state_input = StateInput(watchdog.max_pose_age, watchdog.max_image_age + watchdog.max_pose_age,
+                                          cfg.pose_topic)
+            self.get_logger().info(f"the model reads the robot state: the measured pose on {cfg.pose_topic} at each "
+                                   f"frame's stamp, within {watchdog.max_pose_age:g} s")
         self.worker = InferenceWorker(policy, self.loop, self._now, self._on_chunk, self._on_worker_error,
-                                      cfg.max_image_side, cfg.torch_threads, cfg.min_inference_period)
+                                      cfg.max_image_side, cfg.torch_threads, cfg.min_inference_period,
+                                      state_at=self.state_input.at if self.state_input is not None else None)
         self.monitor = RobotMonitor(self, robot, cfg.pose_topic, MutuallyExclusiveCallbackGroup(),
                                     self.robot_backends)
         self._create_entities(cfg)
@@ -311,7 +327,7 @@ class PolicyNode(LifecycleNode):
             self.monitor.destroy()
         if isinstance(self.policy, ProcessPolicy):
             self.policy.close()  # the worker process and its shared memory
-        self.policy = self.loop = self.worker = self.cfg = self.monitor = None
+        self.policy = self.loop = self.worker = self.cfg = self.monitor = self.state_input = None
 
     def destroy_node(self) -> None:
         """Stop the timer, the inference thread and the worker process before the node goes away."""
@@ -357,6 +373,9 @@ class PolicyNode(LifecycleNode):
         received = self._now()
         stamp = conv.stamp_to_sec(msg.header.stamp) or received
         self._measured = (conv.pose_from_msg(msg), msg.header.frame_id or self.cfg.frame_id)
+        state_input = self.state_input  # read once: cleanup may drop it meanwhile
+        if state_input is not None:
+            state_input.add_pose(stamp, self._measured[0])
         self.loop.pose_received(stamp, received)
         self.monitor.measured_pose(self._measured[0], self._measured[1], stamp)
 
@@ -446,7 +465,10 @@ class PolicyNode(LifecycleNode):
         gripper = {"goals_sent": str(self.gripper.goals_sent), "failures": str(self.gripper.failures)}
         diag.status.extend(diagnostic_array(f"{self.get_name()}: gripper", "mole_vla", OK if ok else ERROR, text,
                                             gripper, 0).status)
-        for check in self.monitor.checks.status(self._now()):
+        checks = self.monitor.checks.status(self._now())
+        if self.state_input is not None:
+            checks.append(self.state_input.check())
+        for check in checks:
             level = OK if check.level == CHECK_OK else (ERROR if check.level == CHECK_ERROR else WARN)
             diag.status.extend(diagnostic_array(f"{self.get_name()}: {check.name}", "mole_vla", level,
                                                 check.message, check.values, 0).status)
