@@ -15,6 +15,7 @@ from mole_inference.errors import ConfigError
 from mole_inference.model.action_tokens import ActionTokenizer
 from mole_inference.model.llm import LayerCache
 from mole_inference.model.vla import MoLeVLA
+from mole_inference.policy.contract import state_kwargs
 from tests.model.conftest import ENC, VISION, forward_calls, inputs, micro
 
 GOLDEN = Path(__file__).with_name("golden_mole_tiny_chunk.json")
@@ -196,8 +197,9 @@ def test_openvla_7b_info_on_the_meta_device():
 # --- the diffusion family is unchanged ----------------------------------------------------------------------------
 def test_shipped_checkpoint_chunk_is_unchanged():
     """The shipped checkpoint's chunk for a fixed image, instruction and seed, as recorded (first before the families
-    existed; re-recorded with unchanged code when the shipped weights changed to stage K): the diffusion path stays
-    what was evaluated. Re-record only together with new shipped weights."""
+    existed; re-recorded with unchanged code when the shipped weights changed to stage K, and to stage M, which reads
+    the robot state): the diffusion path stays what was evaluated. Re-record only together with new shipped
+    weights."""
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     ckpt = models_dir() / "mole-tiny"
@@ -207,7 +209,7 @@ def test_shipped_checkpoint_chunk_is_unchanged():
     policy = TorchPolicy.from_checkpoint(ckpt)
     assert policy.model.family == "diffusion"
     image = np.random.default_rng(golden["image_rng_seed"]).integers(0, 256, golden["image_shape"], dtype=np.uint8)
-    chunk = policy.infer(image, golden["instruction"], seed=golden["seed"])
+    chunk = policy.infer(image, golden["instruction"], seed=golden["seed"], **state_kwargs(policy, golden.get("state")))
     assert list(chunk.routing.layers) == golden["layers"]
     np.testing.assert_allclose(chunk.actions, np.array(golden["actions"]), rtol=0, atol=1e-6)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 4.5 h on 2 cores, plus about
-# 1 h of data collection and evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 5.5 h on 2 cores, plus about
+# 1.5 h of data collection and evaluation).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -9,14 +9,16 @@
 # Then two runs of 2500 steps start in parallel from C@1500 with the same data, schedule and subgoal head:
 #   D  STAR k = 4 + CogKD                                D' all layers (the comparison)
 # and each continues for 1200 steps (lr 3e-4, warmup 50, cosine): E from D, E' from D'.
-# Then two HG-DAgger rounds (the policy drives in the sim, the scripted expert takes over as an operator would):
+# Then three HG-DAgger rounds (the policy drives in the sim, the scripted expert takes over as an operator would):
 #   J  from E / E': pick and stack re-recorded with the expert that turns above the cube, interventions of E,
 #      1500 steps on the union (expert ticks only)
-#   K  from J / J' (the shipped checkpoint is K): pick and stack re-recorded with `--no-grasp-turn`, interventions
-#      of J with the no-turn expert, 1500 steps
+#   K  from J / J': pick and stack re-recorded with `--no-grasp-turn`, interventions of J with the no-turn expert,
+#      1500 steps
+#   L  from K / K': interventions of K (round 3), 1500 steps
+# and M from L / L' (the shipped checkpoint is M): the measured pose as an input, 1500 steps on L's data.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
-# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k); this script chains them but was not run end to
-# end.
+# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l); this script chains them but was not
+# run end to end (the shipped M was evaluated in two runs, touch + push_forward and pick + stack, same seeds).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 work="${1:-runs/mole-tiny}"
@@ -42,12 +44,15 @@ link_tasks() {
   for t in "$@"; do ln -sfn "$(realpath "$src/$t")" "$dest/$t"; done
 }
 
-# train_pair STAGE DATA INIT_MOLE INIT_FULL: stage_STAGE_{mole,full}.yaml in parallel into STAGE_{mole,full}
+# train_pair STAGE DATA INIT_MOLE INIT_FULL [ARGS...]: stage_STAGE_{mole,full}.yaml in parallel into
+# STAGE_{mole,full}, extra ARGS to both
 train_pair() {
-  $mole train --config "$recipe/stage_$1_mole.yaml" --data "$2" --out "$work/$(tr a-z A-Z <<< "$1")_mole" \
-    --init "$3" --no-progress &
-  $mole train --config "$recipe/stage_$1_full.yaml" --data "$2" --out "$work/$(tr a-z A-Z <<< "$1")_full" \
-    --init "$4" --no-progress
+  local stage=$1 data=$2 init_mole=$3 init_full=$4
+  shift 4
+  $mole train --config "$recipe/stage_${stage}_mole.yaml" --data "$data" \
+    --out "$work/$(tr a-z A-Z <<< "$stage")_mole" --init "$init_mole" --no-progress "$@" &
+  $mole train --config "$recipe/stage_${stage}_full.yaml" --data "$data" \
+    --out "$work/$(tr a-z A-Z <<< "$stage")_full" --init "$init_full" --no-progress "$@"
   wait
 }
 
@@ -96,11 +101,27 @@ link_tasks "$work/data_k/dagger_j" "$work/dagger_j" touch push_forward
 link_tasks "$work/data_k/demos" "$work/demos_k" pick stack
 ln -sfn "$(realpath "$work/dagger_k")" "$work/data_k/dagger_k"
 train_pair k "$work/data_k" "$ckJ" "$work/J_full/checkpoints/step_0001500"
-for run in K_mole K_full; do
+# round 3 (L): K's rollouts with no-turn takeovers, on top of K's data
+ckK="$work/K_mole/checkpoints/step_0001500"
+$mole sim collect-interventions --checkpoint "$ckK" --tasks pick --episodes 150 --seed 62000 --no-grasp-turn \
+  --threads 1 --out "$work/dagger_l" &
+$mole sim collect-interventions --checkpoint "$ckK" --tasks stack --episodes 150 --seed 72000 --no-grasp-turn \
+  --threads 1 --out "$work/dagger_l"
+wait
+mkdir -p "$work/data_l"
+for d in "$work"/data_k/*; do ln -sfn "$(realpath "$d")" "$work/data_l/$(basename "$d")"; done
+ln -sfn "$(realpath "$work/dagger_l")" "$work/data_l/dagger_l"
+train_pair l "$work/data_l" "$ckK" "$work/K_full/checkpoints/step_0001500"
+# M (shipped): the measured pose as an input (a fresh zero-initialized map), same data
+train_pair m "$work/data_l" "$work/L_mole/checkpoints/step_0001500" "$work/L_full/checkpoints/step_0001500" \
+  --init-fresh state_input
+# evaluation as the robot runs it: gripper vote + 0.3 s confirmation
+vote=(--gripper-vote --gripper-confirm 0.3)
+for run in M_mole M_full; do
   $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
-    --threads 1 --out "$work/eval_$run" &
+    --threads 1 "${vote[@]}" --out "$work/eval_$run" &
 done
 wait
-$mole sim eval --checkpoint "$work/K_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 --out "$work/eval_K_random"
-$mole sim probe --checkpoint "$work/K_mole/checkpoints/step_0001500" --frames 25 --seed 500000
+$mole sim eval --checkpoint "$work/M_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_M_random"
+$mole sim probe --checkpoint "$work/M_mole/checkpoints/step_0001500" --frames 25 --seed 500000
