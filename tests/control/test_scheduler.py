@@ -122,12 +122,18 @@ def test_clear_drops_queued_actions():
     assert s.next_action(0.02) is None
 
 
-def test_ensemble_weights_hand_checked():
-    # k = ln 2: weights 1, 1/2, 1/4 for the newest, previous, and one before
-    s = ChunkScheduler(SchedulerConfig(ensemble=True, ensemble_decay=math.log(2.0), ensemble_horizon=4))
+def three_chunks(config: SchedulerConfig) -> ChunkScheduler:
+    """A scheduler holding chunks A, B, C (dx ramps from 10, 20, 30) stamped 0.0, 0.1, 0.2 s; only C's gripper open."""
+    s = ChunkScheduler(config)
     s.push(ramp_chunk(10.0, gripper=0.0), image_stamp=0.0, now=0.0)
     s.push(ramp_chunk(20.0, gripper=0.0), image_stamp=0.1, now=0.1)
     s.push(ramp_chunk(30.0, gripper=1.0), image_stamp=0.2, now=0.2)
+    return s
+
+
+def test_ensemble_weights_hand_checked():
+    # k = ln 2: weights 1, 1/2, 1/4 for the newest, previous, and one before
+    s = three_chunks(SchedulerConfig(ensemble=True, ensemble_decay=math.log(2.0), ensemble_horizon=4))
     a = s.next_action(0.25)
     # at 0.25: A is at step 2 (12), B at step 1 (21), C at step 0 (30)
     expected = (30 * 1 + 21 * 0.5 + 12 * 0.25) / 1.75 * 0.2
@@ -159,10 +165,7 @@ def test_ensemble_with_zero_decay_is_plain_mean():
 
 def test_gripper_vote_weights_the_covering_chunks_and_leaves_motion_to_the_newest():
     # weights 1, 1/2, 1/4: the two older chunks say closed, the newest says open
-    s = ChunkScheduler(SchedulerConfig(gripper_ensemble=True, ensemble_decay=math.log(2.0), ensemble_horizon=4))
-    s.push(ramp_chunk(10.0, gripper=0.0), image_stamp=0.0, now=0.0)
-    s.push(ramp_chunk(20.0, gripper=0.0), image_stamp=0.1, now=0.1)
-    s.push(ramp_chunk(30.0, gripper=1.0), image_stamp=0.2, now=0.2)
+    s = three_chunks(SchedulerConfig(gripper_ensemble=True, ensemble_decay=math.log(2.0), ensemble_horizon=4))
     a = s.next_action(0.25)
     assert a[6] == pytest.approx(1.0 / 1.75)  # a vote fraction, not the newest chunk's 1.0
     assert a[0] == pytest.approx(30 * 0.2)  # motion: the newest chunk only (ensemble off)

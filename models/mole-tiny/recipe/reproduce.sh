@@ -44,6 +44,15 @@ link_tasks() {
   for t in "$@"; do ln -sfn "$(realpath "$src/$t")" "$dest/$t"; done
 }
 
+# pick_stack_round CKPT PICK_SEED STACK_SEED OUT: 150 pick + 150 stack rollouts of CKPT with no-turn takeovers
+pick_stack_round() {
+  $mole sim collect-interventions --checkpoint "$1" --tasks pick --episodes 150 --seed "$2" --no-grasp-turn \
+    --threads 1 --out "$4" &
+  $mole sim collect-interventions --checkpoint "$1" --tasks stack --episodes 150 --seed "$3" --no-grasp-turn \
+    --threads 1 --out "$4"
+  wait
+}
+
 # train_pair STAGE DATA INIT_MOLE INIT_FULL [ARGS...]: stage_STAGE_{mole,full}.yaml in parallel into
 # STAGE_{mole,full}, extra ARGS to both
 train_pair() {
@@ -91,11 +100,7 @@ $mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn 
 $mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --out "$work/demos_k"
 wait
 ckJ="$work/J_mole/checkpoints/step_0001500"
-$mole sim collect-interventions --checkpoint "$ckJ" --tasks pick --episodes 150 --seed 61000 --no-grasp-turn \
-  --threads 1 --out "$work/dagger_k" &
-$mole sim collect-interventions --checkpoint "$ckJ" --tasks stack --episodes 150 --seed 71000 --no-grasp-turn \
-  --threads 1 --out "$work/dagger_k"
-wait
+pick_stack_round "$ckJ" 61000 71000 "$work/dagger_k"
 link_tasks "$work/data_k/demos" "$work/demos" touch push_forward
 link_tasks "$work/data_k/dagger_j" "$work/dagger_j" touch push_forward
 link_tasks "$work/data_k/demos" "$work/demos_k" pick stack
@@ -103,11 +108,7 @@ ln -sfn "$(realpath "$work/dagger_k")" "$work/data_k/dagger_k"
 train_pair k "$work/data_k" "$ckJ" "$work/J_full/checkpoints/step_0001500"
 # round 3 (L): K's rollouts with no-turn takeovers, on top of K's data
 ckK="$work/K_mole/checkpoints/step_0001500"
-$mole sim collect-interventions --checkpoint "$ckK" --tasks pick --episodes 150 --seed 62000 --no-grasp-turn \
-  --threads 1 --out "$work/dagger_l" &
-$mole sim collect-interventions --checkpoint "$ckK" --tasks stack --episodes 150 --seed 72000 --no-grasp-turn \
-  --threads 1 --out "$work/dagger_l"
-wait
+pick_stack_round "$ckK" 62000 72000 "$work/dagger_l"
 mkdir -p "$work/data_l"
 for d in "$work"/data_k/*; do ln -sfn "$(realpath "$d")" "$work/data_l/$(basename "$d")"; done
 ln -sfn "$(realpath "$work/dagger_l")" "$work/data_l/dagger_l"
