@@ -3,8 +3,9 @@
     python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread] [--out DIR]
         [--inference process thread | --in-process] [--kill-worker-after S]
 
-For each preset (random weights) the policy node runs in this process with a MultiThreadedExecutor, as in
-`mole-vla stack`. The model runs in the node's worker process (`inference_process: true`, the default), or with
+For each preset (random weights) the policy node runs in this process with the executor `mole-vla stack` uses
+(`--executor-threads 1`: a SingleThreadedExecutor, mole_ros.runner; N > 1: a MultiThreadedExecutor of N threads).
+The model runs in the node's worker process (`inference_process: true`, the default), or with
 `--in-process` on the node's inference thread, sharing the control loop's GIL (the behaviour before #11);
 `--inference process thread` measures both, side by side, in one run. `--kill-worker-after S` SIGKILLs the worker
 S seconds into the measurement and reports how long until a chunk arrived again (`recovery_s`). A feeder (by
@@ -69,13 +70,13 @@ def feed(domain_id: int, stop: threading.Event | None = None) -> None:
 
 def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: str, switch_interval: float,
             torch_threads: int, min_period: float = 0.0, inference: str = "process",
-            kill_after: float | None = None, rt_priority: int = 0) -> dict:
+            kill_after: float | None = None, rt_priority: int = 0, executor_threads: int = 1) -> dict:
     """Run the policy node on `preset` and return jitter / latency / inference statistics; `inference`: the
     model in the worker process ("process") or on the node's inference thread ("thread")."""
     import rclpy
     from mole_ros.policy_node import PolicyNode
+    from mole_ros.runner import make_executor
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     ctx = Context()
@@ -92,7 +93,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         Parameter("control.watchdog.max_image_age", value=10.0),
         Parameter("control.watchdog.max_pose_age", value=10.0)])
     node.trigger_configure()
-    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor = make_executor(executor_threads, context=ctx)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -131,7 +132,8 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
     def pct(a: np.ndarray, q: float) -> float:
         return float(np.percentile(a, q)) if a.size else float("nan")
 
-    return {"preset": preset, "inference": inference, "rt_priority": rt, "feeder": feeder, "ticks": int(iv.size),
+    return {"preset": preset, "inference": inference, "rt_priority": rt, "executor_threads": executor_threads,
+            "feeder": feeder, "ticks": int(iv.size),
             "mode_at_end": mode,
             "worker_restarts": int(restarts), "recovery_s": recovery,
             "rate_hz": float(1 / iv.mean()) if iv.size else float("nan"),
@@ -199,6 +201,8 @@ def main() -> None:
     p.add_argument("--in-process", action="store_true", help="same as --inference thread")
     p.add_argument("--rt-priority", nargs="+", type=int, default=[0],
                    help="control_rt_priority values to compare (0 = normal scheduling; SCHED_FIFO needs rtprio)")
+    p.add_argument("--executor-threads", nargs="+", type=int, default=[1],
+                   help="executor threads to compare (1: SingleThreadedExecutor, the nodes' default)")
     p.add_argument("--kill-worker-after", type=float, help="SIGKILL the worker this many seconds into the run")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="folder for control_jitter.json + histogram PNGs (needs matplotlib)")
@@ -212,15 +216,17 @@ def main() -> None:
     domain = 1 + os.getpid() % 100
     modes = ["thread"] if args.in_process else args.inference
     rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
-                    args.min_inference_period, mode, args.kill_worker_after, rt)
-            for preset in args.presets for mode in modes for rt in args.rt_priority]
+                    args.min_inference_period, mode, args.kill_worker_after, rt, threads)
+            for preset in args.presets for mode in modes for rt in args.rt_priority
+            for threads in args.executor_threads]
     if args.out:
         print("wrote " + ", ".join(write_results(rows, args.out)))
     rows = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    cols = ["preset", "inference", "rt_priority", "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms",
+    cols = ["preset", "inference", "rt_priority", "executor_threads", "ticks", "rate_hz", "jitter_p50_ms",
+            "jitter_p99_ms", "jitter_max_ms",
             "inference_ms_p50", "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:

@@ -344,18 +344,17 @@ def spin_demo(factories: list[Callable[[], Node]], args: list[str], settings: De
     """Like `runner.run_nodes`, but the demo decides when to stop: after the episodes, at the budget, or on
     SIGINT/SIGTERM (handled here, not by rclpy, so the sim and the policy are stopped before the context goes)."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import LifecycleNode
     from rclpy.signals import SignalHandlerOptions
 
-    from mole_ros.runner import EXECUTOR_THREADS, autostart, shutdown_lifecycle
+    from mole_ros.runner import EXECUTOR_THREADS, autostart, make_executor, shutdown_lifecycle
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []
     monitor = None
     interrupted = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor = make_executor(EXECUTOR_THREADS)
     try:
         for factory in factories:
             nodes.append(factory())

@@ -1,9 +1,16 @@
-"""The canonical main(): init, build nodes, bring lifecycle nodes up, spin a MultiThreadedExecutor, clean up.
+"""The canonical main(): init, build nodes, bring lifecycle nodes up, spin an executor, clean up.
 
 Every node's `main()` and `mole-vla stack` go through `run_nodes`, so Ctrl-C / SIGTERM handling and cleanup
 (recorder bags closed, inference threads stopped) are the same everywhere. Lifecycle nodes are configured and
 activated here when their `autostart` parameter is true (the default); set it false when a lifecycle manager
 (or `ros2 lifecycle set`) drives them.
+
+One executor thread by default (a SingleThreadedExecutor). rclpy's executors are Python: building the wait set and
+checking callback groups holds the GIL, and with four MultiThreadedExecutor threads that bookkeeping held it in
+68 % of the samples of a profile of the policy node (py-spy --gil), so the 50 Hz control thread, which runs outside
+the executor, waited up to 20-45 ms for it. Nothing here blocks inside a callback (the model, the control loop and
+the gripper's action client each have their own thread; service calls are asynchronous), so one thread loses
+nothing: `benchmarks/control_jitter.py --executor-threads 4 1` measures both.
 """
 
 from __future__ import annotations
@@ -13,12 +20,19 @@ from collections.abc import Callable, Sequence
 import rclpy
 from lifecycle_msgs.msg import State as StateMsg
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 NodeFactory = Callable[[], Node]
-EXECUTOR_THREADS = 4  # control timer, inputs, services, recorder; the model runs on its own thread
+EXECUTOR_THREADS = 1  # inputs, services, recorder; the control loop, the model and the gripper have their own threads
+
+
+def make_executor(threads: int, context=None) -> Executor:
+    """A SingleThreadedExecutor for `threads` <= 1, else a MultiThreadedExecutor with that many threads."""
+    if threads <= 1:
+        return SingleThreadedExecutor(context=context)
+    return MultiThreadedExecutor(num_threads=threads, context=context)
 
 
 def autostart(node: LifecycleNode) -> bool:
@@ -48,7 +62,7 @@ def shutdown_lifecycle(node: LifecycleNode) -> None:
 
 def spin_nodes(nodes: Sequence[Node], threads: int = EXECUTOR_THREADS) -> None:
     """Spin until Ctrl-C / SIGTERM / rclpy.shutdown; always destroys the nodes (reverse order)."""
-    executor = MultiThreadedExecutor(num_threads=threads)
+    executor = make_executor(threads)
     try:
         for node in nodes:
             executor.add_node(node)
