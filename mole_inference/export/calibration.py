@@ -86,8 +86,9 @@ def synthetic_samples(n: int = 16, holdout: int = 4, seed: int = 0) -> Calibrati
 
 
 def calibration_state(cfg) -> np.ndarray | None:
-    """The (7,) float32 state fed with every calibration and hold-out frame (`export.stages.EXAMPLE_STATE`: the hand
-    above the table, pointing down), or None when the model `cfg` does not read one."""
+    """The (7,) float32 state fed where no real one is at hand: every calibration and hold-out frame, and
+    `runtime.bench` (`export.stages.EXAMPLE_STATE`: the hand above the table, pointing down); None when the model
+    `cfg` does not read one."""
     return check_state(np.asarray(EXAMPLE_STATE), cfg.vision.state_input)
 
 

@@ -13,15 +13,15 @@ def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, 
     """Time `policy.run` with all K layers and with the router's top-k, alternating each iteration.
 
     `policy` is a staged backend (`prepare`, `run(..., layers=, state=)`, `num_layers`). A policy that
-    `uses_state` gets `export.stages.EXAMPLE_STATE` (the hand above the table) every run. Returns medians in ms.
+    `uses_state` gets `export.calibration.calibration_state` (the hand above the table) every run. Returns medians
+    in ms.
     """
-    from mole_inference.export.stages import EXAMPLE_STATE  # torch: loaded with the policy anyway
-    from mole_inference.model.state_input import check_state
+    from mole_inference.export.calibration import calibration_state  # torch: loaded with the policy anyway
 
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     pixels, ids, mask = policy.prepare(image, BENCH_INSTRUCTION)
-    state = check_state(np.asarray(EXAMPLE_STATE), policy.uses_state)
+    state = calibration_state(policy.cfg)
     noise = rng.standard_normal((1, policy.chunk_size, 7)).astype(np.float32)
     full_layers = list(range(policy.num_layers))
     runs: dict[str, list[dict[str, float]]] = {"full": [], "mole": []}
