@@ -32,6 +32,15 @@ def _tasks(text: str) -> tuple[str, ...]:
     return tuple(TASKS) if text == "all" else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _gripper_args(p: argparse.ArgumentParser) -> None:
+    """How the policy's gripper draws become commands (`sim eval` and `collect-interventions` alike; the robot's
+    defaults are the vote and 0.3 s, launch/config/robot.yaml)."""
+    p.add_argument("--gripper-vote", action="store_true",
+                   help="gripper command = weighted vote of the recent chunks' gripper draws (hysteresis binarizes)")
+    p.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
+                   help="send a policy gripper switch only after it was asked for S seconds in a row (0: off)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `sim record-demos`, `sim eval`, `sim collect-interventions`, `sim probe` and `sim ablate`."""
     s = sub.add_parser("sim", help="MuJoCo FR3 simulation: expert demonstrations, closed-loop evaluation")
@@ -50,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record the expert's clean action while executing the noisy one (default on)")
     r.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m (0: home)")
     r.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
+    r.add_argument("--start-near-target", type=float, default=0.0, metavar="M",
+                   help="start above the target cube, off-centre by up to M in x and y, 5-13 cm high, instead of "
+                   "around home: the last centimetres of pick/stack (0: off)")
     r.add_argument("--keep-failures", action="store_true", help="keep failed episodes too (metadata success=false)")
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
@@ -71,16 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
     e.add_argument("--replan", type=int, default=1, help="steps executed from each chunk before re-inferring")
     e.add_argument("--ensemble", action="store_true", help="temporal ensemble over recent chunks")
-    e.add_argument("--gripper-vote", action="store_true",
-                   help="gripper command = weighted vote of the recent chunks' gripper draws (hysteresis binarizes)")
+    _gripper_args(e)
     e.add_argument("--ensemble-horizon", type=int, default=4, metavar="N",
                    help="chunks kept for --ensemble and --gripper-vote (default 4)")
     e.add_argument("--ensemble-decay", type=float, default=0.5, metavar="K",
                    help="weights exp(-K * i), i = 0 for the newest chunk (default 0.5; 0: plain mean)")
     e.add_argument("--sticky-gripper", type=float, default=0.0, metavar="S",
                    help="keep each policy gripper switch for S seconds before accepting another (0: off)")
-    e.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
-                   help="send a policy gripper switch only after it was asked for S seconds in a row (0: off)")
     e.add_argument("--max-seconds", type=float, help="episode limit override (default: each task's own)")
     e.add_argument("--video-episodes", type=int, default=1, help="episodes per task drawn in the strip")
     e.add_argument("--start-offset", type=float, default=0.0,
@@ -115,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
                    help="the expert turns to the cube's nearest face before grasping (default on; "
                    "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
+    _gripper_args(c)
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     c.set_defaults(func=run_interventions)
 
@@ -156,7 +166,7 @@ def run_record(args: argparse.Namespace) -> int:
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, control_hz=args.control_hz,
                      image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
                      start_offset=args.start_offset, start_yaw=args.start_yaw,
-                     keep_failures=args.keep_failures, storage=args.storage,
+                     start_near_target=args.start_near_target, keep_failures=args.keep_failures, storage=args.storage,
                      binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult) -> None:
@@ -199,10 +209,12 @@ def run_interventions(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{result.task}: {how}, {'ok' if result.success else 'fail'}")
             bar.update(1)
 
-        summary, stats = collect_interventions(policy, args.out, cfg, rule, on_episode)
-    print(f"{'task':<14}{'episodes':>9}{'takeovers':>11}{'policy ok':>11}{'rescued':>9}")
+        summary, stats = collect_interventions(policy, args.out, cfg, rule, on_episode,
+                                               gripper_vote=args.gripper_vote, gripper_confirm=args.gripper_confirm)
+    print(f"{'task':<14}{'episodes':>9}{'takeovers':>11}{'policy ok':>11}{'rescued':>9}  takeover rule fired")
     for task, row in stats.items():
-        print(f"{task:<14}{row.episodes:>9}{row.takeovers:>11}{row.policy_successes:>11}{row.rescued:>9}")
+        why = ", ".join(f"{k} {v}" for k, v in sorted(row.reasons.items(), key=lambda kv: -kv[1])) or "-"
+        print(f"{task:<14}{row.episodes:>9}{row.takeovers:>11}{row.policy_successes:>11}{row.rescued:>9}  {why}")
     print(f"{len(summary.results)} episodes in {args.out} in {summary.wall_s:.1f} s; retrain on demos + these with "
           "training.source_weights {policy: 0, teleop: 1} to learn from the interventions only")
     return 0

@@ -62,6 +62,10 @@ class SimConfig:
     expert_grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (ScriptedExpert)
     start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
     start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
+    # m: when > 0 the start TCP is above the task's target cube instead of around home, off its centre by up to
+    # this in x and y, at a height uniform in START_NEAR_Z: demonstrations of the last centimetres (centre, then
+    # descend), the states a policy that descends off-centre is in; overrides start_offset's position
+    start_near_target: float = 0.0
     # how the arm follows targets: "kinematic" = IK onto stiff joint servos (exact, fast: training data and
     # `mole-vla sim eval`); "impedance" = torque control like CRISP on the robot (lags, sags under load)
     controller: Literal["kinematic", "impedance"] = "kinematic"
@@ -78,4 +82,6 @@ class SimConfig:
         check(self.expert_noise_trans >= 0, "expert_noise_trans", self.expert_noise_trans, "must be >= 0")
         check(0.0 <= self.start_offset <= 0.1, "start_offset", self.start_offset, "must be in [0, 0.1] m")
         check(0.0 <= self.start_yaw <= 0.8, "start_yaw", self.start_yaw, "must be in [0, 0.8] rad")
+        check(0.0 <= self.start_near_target <= 0.06, "start_near_target", self.start_near_target,
+              "must be in [0, 0.06] m")
         check(self.expert_noise_rot >= 0, "expert_noise_rot", self.expert_noise_rot, "must be >= 0")

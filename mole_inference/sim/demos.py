@@ -69,6 +69,7 @@ class DemoConfig:
     dart: bool = True  # record the expert's clean action as the delta while executing the noisy one (DART)
     start_offset: float = 0.06  # m: random start TCP around home (SimConfig.start_offset); 0 starts at home
     start_yaw: float = 0.3  # rad: random start yaw (SimConfig.start_yaw)
+    start_near_target: float = 0.0  # m: start above the target cube, off-centre by up to this (SimConfig)
     keep_failures: bool = False
     max_attempts: int = 3  # tries per requested episode before giving up on a task
     storage: str = "mcap"
@@ -208,6 +209,7 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
                                   "image_hz": config.image_hz, "noise_trans": config.noise_trans,
                                   "noise_rot": config.noise_rot, "dart": config.dart,
                                   "start_offset": config.start_offset, "start_yaw": config.start_yaw,
+                                  "start_near_target": config.start_near_target,
                                   "grasp_turn": config.grasp_turn})
     path = new_episode_path(out, env.task.name, t0)
     float64 = default_typestore().types[FLOAT64_TYPE]
@@ -276,7 +278,7 @@ def record_demos(out: str | Path, config: DemoConfig,
         env = make_env(task, seed=config.seed, control_dt=config.control_dt, image_size=config.image_size,
                        cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot,
                        start_offset=config.start_offset, start_yaw=config.start_yaw,
-                       expert_grasp_turn=config.grasp_turn)
+                       start_near_target=config.start_near_target, expert_grasp_turn=config.grasp_turn)
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:

@@ -19,9 +19,11 @@ import numpy as np
 
 from mole_inference.config.sim import SimConfig
 from mole_inference.sim.controller import GRIPPER_OPEN, HOME_POS, EEDeltaController
-from mole_inference.sim.expert import ScriptedExpert, down_rot
+from mole_inference.sim.expert import HOVER_Z, ScriptedExpert, down_rot
 from mole_inference.sim.scene import FR3Scene, SceneState
 from mole_inference.sim.tasks import make_task
+
+START_NEAR_Z = (0.05, HOVER_Z)  # m: TCP heights of a start_near_target start (fingertips clear the cube's top)
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,15 @@ class SimEnv:
     def _start_pose(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Random start pose drawn after the layout (a seed's layout does not depend on it); None: home."""
         c = self.config
-        if c.start_offset <= 0 and c.start_yaw <= 0:
+        if c.start_near_target > 0:
+            target = self.task.layout[self.task.target]
+            xy = np.array([target.x, target.y]) + self.rng.uniform(-c.start_near_target, c.start_near_target, 2)
+            pos = np.array([*xy, self.rng.uniform(*START_NEAR_Z)])
+        elif c.start_offset > 0 or c.start_yaw > 0:
+            box = np.array([c.start_offset, c.start_offset, c.start_offset / 2])
+            pos = HOME_POS + self.rng.uniform(-box, box)
+        else:
             return None, None
-        box = np.array([c.start_offset, c.start_offset, c.start_offset / 2])
-        pos = HOME_POS + self.rng.uniform(-box, box)
         return pos, down_rot(float(self.rng.uniform(-c.start_yaw, c.start_yaw)))
 
     def step(self, action: np.ndarray, render: bool = True) -> tuple[dict[str, Any], bool, dict[str, Any]]:

@@ -24,7 +24,7 @@ the expert's labels only (HG-DAgger), or keep the default weights to also imitat
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,8 +60,12 @@ class InterventionActor:
 
     notes = "policy rollout in the MuJoCo FR3 sim with scripted-expert takeovers (HG-DAgger)"
 
-    def __init__(self, policy: Policy, control_dt: float, rule: TakeoverRule | None = None) -> None:
+    def __init__(self, policy: Policy, control_dt: float, rule: TakeoverRule | None = None,
+                 gripper_vote: bool = False, gripper_confirm: float = 0.0) -> None:
         self.policy, self.control_dt, self.rule = policy, control_dt, rule or TakeoverRule()
+        # how the policy's gripper draws become commands while it drives, as `sim eval --gripper-vote
+        # --gripper-confirm` (the robot's defaults): roll out the policy the way it will be deployed
+        self.gripper_vote, self.gripper_confirm = gripper_vote, gripper_confirm
         self.took_over_at: int | None = None  # tick of the takeover in the current episode
         self.reason = ""  # which rule fired: away, stall, gripper, time
         self._expert: Any = None
@@ -82,8 +86,9 @@ class InterventionActor:
         self._expert = ScriptedExpert(env.task, self.control_dt, grasp_turn=env.config.expert_grasp_turn)
         self._expert.reset()
         dt = self.policy.action_dt
-        self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt))
-        self._envelope = safety_envelope(self.control_dt)
+        self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt,
+                                                         gripper_ensemble=self.gripper_vote))
+        self._envelope = safety_envelope(self.control_dt, gripper_confirm=self.gripper_confirm)
         self._distances = deque(maxlen=1 + round(max(self.rule.window_s, self.rule.stall_s) / self.control_dt))
         self._waypoint = None
         self.took_over_at, self.reason = None, ""
@@ -155,15 +160,18 @@ class InterventionStats:
     takeovers: int = 0
     policy_successes: int = 0
     rescued: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # which rule fired (away, stall, gripper, time): count
 
 
 def collect_interventions(policy: Policy, out: str, config: Any, rule: TakeoverRule | None = None,
-                          on_episode: Any = None) -> tuple[Any, dict[str, InterventionStats]]:
+                          on_episode: Any = None, gripper_vote: bool = False,
+                          gripper_confirm: float = 0.0) -> tuple[Any, dict[str, InterventionStats]]:
     """Record `config.episodes` policy episodes per task (a `DemoConfig`: rates, seeds, start poses) with expert
-    takeovers; every episode is kept (failed ones too: their expert ticks are still labels)."""
+    takeovers; every episode is kept (failed ones too: their expert ticks are still labels). `gripper_vote` and
+    `gripper_confirm` (s) drive the policy's gripper as `sim eval`'s options of the same names."""
     from mole_inference.sim.demos import record_demos
 
-    actor = InterventionActor(policy, config.control_dt, rule)
+    actor = InterventionActor(policy, config.control_dt, rule, gripper_vote, gripper_confirm)
     stats: dict[str, InterventionStats] = {}
 
     def on_result(result: Any) -> None:
@@ -172,6 +180,8 @@ def collect_interventions(policy: Policy, out: str, config: Any, rule: TakeoverR
         row.takeovers += actor.took_over_at is not None
         row.policy_successes += result.success and actor.took_over_at is None
         row.rescued += result.success and actor.took_over_at is not None
+        if actor.took_over_at is not None:
+            row.reasons[actor.reason] = row.reasons.get(actor.reason, 0) + 1
         if on_episode is not None:
             on_episode(result, actor.took_over_at)
 

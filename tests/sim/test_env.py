@@ -58,3 +58,19 @@ def test_random_start_pose_is_seeded_bounded_and_leaves_the_layout_alone():
         home_env.reset(5, render=False)
         assert home_env.task.layout == layout  # the start pose is drawn after the layout
         np.testing.assert_allclose(home_env.observe(False)["ee_pose"][:3], HOME_POS, atol=2e-3)
+
+
+def test_a_start_near_the_target_is_above_the_named_cube_within_the_offset():
+    from mole_inference.sim.env import START_NEAR_Z, make_env
+
+    with make_env("pick", start_near_target=0.03) as env:
+        offsets = []
+        for seed in range(6):
+            tcp = env.reset(seed, render=False)["ee_pose"][:3]
+            target = env.task.layout[env.task.target]
+            offsets.append(tcp[:2] - [target.x, target.y])
+            assert START_NEAR_Z[0] - 2e-3 <= tcp[2] <= START_NEAR_Z[1] + 2e-3
+        offsets = np.array(offsets)
+        assert np.abs(offsets).max() <= 0.031 and np.abs(offsets).max() > 0.005  # off-centre, not beside another
+        env.reset(0, render=False)
+        assert not env.state().touching  # the fingers start clear of every cube

@@ -148,3 +148,40 @@ def test_the_expert_corrects_a_low_miss_where_it_is_instead_of_climbing_back(tmp
     z_until_grasp = poses.position[(poses.t_ns >= takeover_ns) & (poses.t_ns <= grasp_ns), 2]
     assert z_then < HOVER_Z - 0.04  # taken over low, beside the cube
     assert z_until_grasp.max() < HOVER_Z - 0.03  # re-centred there: no climb back to the hover height
+
+
+def test_takeovers_are_counted_by_the_rule_that_fired(tmp_path):
+    _, drifting = collect(tmp_path / "drift", SidewaysPolicy())
+    _, closed = collect(tmp_path / "closed", closed_gripper_expert(), "pick")
+    _, fine = collect(tmp_path / "fine", __import__("mole_inference.sim.expert_policy",
+                                                     fromlist=["ExpertPolicy"]).ExpertPolicy())
+    assert drifting.reasons == {"away": 1} and closed.reasons == {"gripper": 1} and fine.reasons == {}
+
+
+def test_the_policy_drives_the_gripper_as_the_robot_does_when_asked(tmp_path):
+    """A stray gripper draw on every other chunk: sent as is, the fingers flap; with the robot's vote and 0.3 s
+    confirmation (collect-interventions --gripper-vote --gripper-confirm 0.3) they stay as they were."""
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import DemoConfig
+    from mole_inference.sim.expert_policy import ExpertPolicy
+    from mole_inference.sim.interventions import TakeoverRule, collect_interventions
+
+    class Flicker(ExpertPolicy):
+        calls = 0
+
+        def infer(self, image, instruction, *, seed=None):
+            chunk = super().infer(image, instruction, seed=seed)
+            self.calls += 1
+            if self.calls % 2:
+                chunk.actions[:, 6] = 1.0 - chunk.actions[:, 6]
+            return chunk
+
+    switches = {}
+    for name, options in (("raw", {}), ("robot", {"gripper_vote": True, "gripper_confirm": 0.3})):
+        cfg = DemoConfig(tasks=("pick",), episodes=1, seed=11, noise_trans=0.0, dart=False)
+        summary, _ = collect_interventions(Flicker(), str(tmp_path / name), cfg, TakeoverRule(gripper_s=0.0),
+                                           **options)
+        ep = read_episode(summary.results[-1].path, decode_images=False)
+        closed = ep.deltas[np.asarray(ep.delta_sources) == "policy", 6] < 0.5
+        switches[name] = int(np.count_nonzero(np.diff(closed)))
+    assert switches["raw"] >= 6 and switches["robot"] <= 1
