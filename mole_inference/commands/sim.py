@@ -136,6 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     pr.add_argument("--yaw", action="store_true",
                     help="also probe the grasp rotation on held-out pick frames (needed vs predicted yaw)")
+    pr.add_argument("--grasp", action="store_true",
+                    help="also probe the last centimetres: TCP 15/30 mm off the named cube at 5 and 8 cm on --frames "
+                    "pick layouts; centring gain (expert ~1), descent and closes while off-centre")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.set_defaults(func=run_probe)
 
@@ -223,7 +226,7 @@ def run_interventions(args: argparse.Namespace) -> int:
 def run_probe(args: argparse.Namespace) -> int:
     """Print how often the predicted motion points at the cube the instruction names."""
     from mole_inference.runtime import load_policy
-    from mole_inference.sim.probe import probe_instructions, probe_yaw
+    from mole_inference.sim.probe import probe_grasp, probe_instructions, probe_yaw
 
     if args.threads:
         import torch
@@ -233,6 +236,8 @@ def run_probe(args: argparse.Namespace) -> int:
     data = probe_instructions(policy, frames=args.frames, seed=args.seed).to_dict()
     if args.yaw:
         data["yaw"] = probe_yaw(policy, frames=args.frames, seed=args.seed).to_dict()
+    if args.grasp:
+        data["grasp"] = probe_grasp(policy, layouts=args.frames, seed=args.seed).to_dict()
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -244,6 +249,11 @@ def run_probe(args: argparse.Namespace) -> int:
         y = data["yaw"]
         print(f"yaw probe: grasp rotation error {y['mae_rad']:.3f} rad vs {y['mae_no_turn_rad']:.3f} rad for not "
               f"turning (correlation {y['corr']:.2f}, {y['frames']} pick frames)")
+    if args.grasp:
+        for height, g in data["grasp"]["heights"].items():
+            print(f"grasp probe at {height}: centring gain x {g['gain_x']:.2f}, y {g['gain_y']:.2f} (expert ~1); "
+                  f"descends {g['descent_mm']:.1f} mm per step and closes in {g['close_rate']:.0%} of steps while "
+                  "15-30 mm off-centre")
     return 0
 
 

@@ -9,6 +9,12 @@ frames where the named cube happens to be the one it drives to anyway, also abou
 
 Also reported: `spread_m`, the mean distance between the motions predicted for different colours on one image
 (near 0 when the model ignores the words), next to `motion_m`, the mean length of a predicted motion.
+
+Grasp probe (`probe_grasp`): the last centimetres. The TCP is placed above the named cube of held-out `pick`
+layouts, off its centre by 15 or 30 mm along x or y, at the heights where failed picks go wrong, and the policy
+is asked once per placement. Reported per height and axis: the centring gain (the first step's motion towards the
+centre divided by the offset; the scripted expert: about 1, it centres before it descends), the first step's
+descent while off-centre, and how often the first step closes the fingers there (the expert: never).
 """
 
 from __future__ import annotations
@@ -127,3 +133,73 @@ def probe_yaw(policy: Policy, frames: int = 20, seed: int = 700_000, start_offse
             report.needed.append(float(need))
             report.predicted.append(float(chunk.actions[:, 5].sum()))
     return report
+
+
+GRASP_OFFSETS = (0.015, 0.03)  # m off the cube's centre, each along +-x and +-y
+GRASP_HEIGHTS = (0.05, 0.08)  # m TCP heights: fingertips 1 and 4 cm above the cube's top; failed picks descend here
+
+
+@dataclass
+class GraspProbeReport:
+    """One row per placement: (height, axis 0 = x / 1 = y, offset m, motion towards the centre m, dz m, closes)."""
+
+    rows: list[tuple[float, int, float, float, float, bool]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Per height: centring gain along x and y (least squares of the motion on the offset), mean first-step dz
+        (mm) and the share of first steps that close the fingers."""
+        out: dict[str, Any] = {"queries": len(self.rows), "heights": {}}
+        r = np.array([(h, a, o, m, dz, c) for h, a, o, m, dz, c in self.rows], dtype=float).reshape(-1, 6)
+        for h in sorted(set(r[:, 0])):
+            at = r[r[:, 0] == h]
+            gains = {}
+            for axis, name in ((0, "x"), (1, "y")):
+                a = at[at[:, 1] == axis]
+                gains[f"gain_{name}"] = float(a[:, 3] @ a[:, 2] / max(a[:, 2] @ a[:, 2], 1e-12)) if len(a) else 0.0
+            out["heights"][f"{h * 100:.0f}cm"] = {**gains, "descent_mm": float(-at[:, 4].mean() * 1e3),
+                                                  "close_rate": float(at[:, 5].mean())}
+        return out
+
+
+def probe_grasp(policy: Policy, layouts: int = 8, seed: int = 710_000,
+                heights: tuple[float, ...] = GRASP_HEIGHTS, offsets: tuple[float, ...] = GRASP_OFFSETS
+                ) -> GraspProbeReport:
+    """Place the TCP off-centre above the named cube of `layouts` held-out pick layouts (see the module
+    docstring) and record the policy's first step at each placement. A policy reading the sim (ExpertPolicy)
+    gets the env and a fresh plan for every placement."""
+    from mole_inference.sim.env import make_env
+    from mole_inference.sim.expert import HOVER_Z, down_rot
+
+    report = GraspProbeReport()
+    rot = down_rot(0.0)
+    with make_env("pick", cameras=("wrist",)) as env:
+        for j in range(layouts):
+            env.reset(seed + j, render=False)
+            for h in heights:
+                for axis in (0, 1):
+                    for off in (*offsets, *(-o for o in offsets)):
+                        cube = env.state().objects[env.task.target].pos
+                        goal = np.array([cube[0], cube[1], h])
+                        goal[axis] += off
+                        _servo(env, np.array([goal[0], goal[1], HOVER_Z]), rot)  # over it first: no sweep at low z
+                        obs = _servo(env, goal, rot)
+                        state = env.state()
+                        offset = (state.ee_pos - state.objects[env.task.target].pos)[axis]
+                        if hasattr(policy, "env"):
+                            policy.env = env
+                        policy.reset()
+                        chunk = policy.infer(obs["wrist_rgb"], obs["instruction"], seed=seed + len(report.rows),
+                                             **state_kwargs(policy, obs["ee_pose"]))
+                        first = chunk.actions[0]
+                        report.rows.append((h, axis, float(offset), float(-first[axis]), float(first[2]),
+                                            bool(first[6] < 0.5)))
+    return report
+
+
+def _servo(env: Any, position: np.ndarray, rotation: np.ndarray, ticks: int = 40) -> dict[str, Any]:
+    """Servo the TCP to `position` with open fingers (at most `ticks` control ticks); the observation there."""
+    for _ in range(ticks):
+        env.step_to(position, rotation, 1.0, render=False)
+        if np.linalg.norm(env.state().ee_pos - position) < 1e-3:
+            break
+    return env.observe(render=True)

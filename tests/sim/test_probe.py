@@ -60,3 +60,33 @@ def test_yaw_probe_summary_rewards_the_right_turn():
     right, wrong = YawProbeReport(need, list(need)).to_dict(), YawProbeReport(need, [-x for x in need]).to_dict()
     assert right["mae_rad"] == 0.0 and right["corr"] == pytest.approx(1.0)
     assert wrong["mae_rad"] == pytest.approx(2 * right["mae_no_turn_rad"]) and wrong["corr"] == pytest.approx(-1.0)
+
+
+class DescendAndClose(Policy):
+    """Goes straight down with the fingers closing, wherever the cube is (the failure the grasp probe names)."""
+
+    action_dt, chunk_size, num_layers = 0.1, 4, 0
+
+    def infer(self, image, instruction, *, seed=None):
+        actions = np.zeros((4, 7))
+        actions[:, 2] = -0.01
+        return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
+
+
+@pytest.mark.sim
+@pytest.mark.skipif(missing_sim_reason() is not None, reason=str(missing_sim_reason()))
+def test_grasp_probe_tells_centring_before_descending_from_descending_off_centre():
+    from mole_inference.sim.expert_policy import ExpertPolicy
+    from mole_inference.sim.probe import probe_grasp
+
+    expert = probe_grasp(ExpertPolicy(), layouts=1, seed=3)
+    assert len(expert.rows) == 16  # 2 heights x 2 axes x 4 offsets
+    assert all(abs(abs(offset) - want) < 3e-3 for (_, _, offset, *_), want in
+               zip(expert.rows, [0.015, 0.03, 0.015, 0.03] * 4, strict=True))  # placed where asked
+    for g in expert.to_dict()["heights"].values():  # centres (speed-capped at 25 mm per step), never closes there
+        assert g["gain_x"] > 0.7 and g["gain_y"] > 0.7 and g["close_rate"] == 0.0
+    assert expert.to_dict()["heights"]["8cm"]["descent_mm"] == pytest.approx(0.0, abs=1.0)
+    blind = probe_grasp(DescendAndClose(), layouts=1, seed=3).to_dict()["heights"]
+    for g in blind.values():
+        assert g["gain_x"] == 0.0 and g["gain_y"] == 0.0 and g["descent_mm"] == pytest.approx(10.0)
+        assert g["close_rate"] == 1.0
