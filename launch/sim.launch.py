@@ -5,7 +5,7 @@
 
 The sim bridge node (`mole_sim_bridge`, registered in `mole_ros.stack.NODES`) is in the node list of
 launch/config/sim.yaml. Same as `mole-vla stack --config launch/config/sim.yaml`; `mole-vla demo` runs the same
-nodes in one process and narrates the episodes.
+nodes (the sim bridge in a process of its own, as a robot is) and narrates the episodes.
 Open launch/foxglove/mole.json in Foxglove as the layout (README, "Look at it").
 """
 

@@ -1,4 +1,4 @@
-"""`mole-vla demo`: the MuJoCo FR3 + the whole ROS 2 control stack in one process, with a narrated run and a strip.
+"""`mole-vla demo`: the MuJoCo FR3 + the whole ROS 2 control stack, with a narrated run and a strip.
 
 Like `mole-vla stack`, this entry point imports the `mole_ros` package (and so rclpy) only when run; the
 orchestration lives in `mole_ros.demo`.
@@ -15,9 +15,10 @@ from mole_inference.errors import BackendUnavailableError
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `demo` subcommand."""
     p = sub.add_parser("demo", help="the simulated FR3 driven by the policy through the ROS 2 stack (start here)",
-                       description="Start the MuJoCo FR3 sim bridge and the nodes of launch/config/sim.yaml (policy, "
-                                   "teleop, recorder) in one process, engage the policy, print what happens each "
-                                   "second and save a filmstrip of the wrist camera. CPU only, no display needed.")
+                       description="Start the MuJoCo FR3 sim bridge (in a child process of its own, as a robot is) "
+                                   "and the nodes of launch/config/sim.yaml (policy, teleop, recorder), engage the "
+                                   "policy, print what happens each second and save a filmstrip of the wrist camera. "
+                                   "CPU only, no display needed.")
     p.add_argument("--task", default="touch",
                    help="touch | push_forward | pick | stack (default: touch, the shipped policy's best task)")
     p.add_argument("--episodes", type=int, default=2, help="episodes to run (default: 2)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,17 @@ def start_demo(ros, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, list[
     return proc, lines
 
 
+def assert_robot_process_gone(summary: dict, demo_pid: int) -> None:
+    """The simulated robot ran in a process of its own (not the stack's), and it did not outlive the demo."""
+    pid = summary["robot_pid"]
+    assert isinstance(pid, int) and pid != demo_pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    raise AssertionError(f"the sim process {pid} outlived the demo")
+
+
 def test_demo_runs_episodes_and_writes_the_strip(ros, tmp_path):
     proc, lines = start_demo(ros, tmp_path, "--task", "touch", "--episodes", "1", "--seconds", "2")
     try:
@@ -56,6 +68,7 @@ def test_demo_runs_episodes_and_writes_the_strip(ros, tmp_path):
     assert summary["episodes"] == 1 and summary["stopped_by"] == "done"
     assert summary["inferences"] >= 1 and summary["total_layers"] == 8
     assert summary["control_hz"] > 25, summary
+    assert_robot_process_gone(summary, proc.pid)
     assert (tmp_path / "out" / "strip.png").stat().st_size > 1000
     if summary["routing_png"] is not None:  # written whenever matplotlib (the plot extra) is installed
         assert (tmp_path / "out" / "routing.png").stat().st_size > 1000
@@ -64,10 +77,16 @@ def test_demo_runs_episodes_and_writes_the_strip(ros, tmp_path):
 def test_demo_handles_ctrl_c(ros, tmp_path):
     proc, lines = start_demo(ros, tmp_path, "--episodes", "3", "--seconds", "30")
     try:
+        # the sim runs in a process of its own: wait until its clock and camera are seen (a per-second line with
+        # a sim time and a camera rate), then one more second of frames for the strip
+        running = re.compile(r"ep 0 sim +\d+\.\ds .*camera +\d")
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and not any("ep 0 sim" in line for line in lines):
+        while time.monotonic() < deadline and not any(running.search(line) for line in lines):
             time.sleep(0.1)
-        assert any("ep 0 sim" in line for line in lines), "".join(lines)
+        first = next((i for i, line in enumerate(lines) if running.search(line)), None)
+        assert first is not None, "".join(lines)
+        while time.monotonic() < deadline and not any("ep 0 sim" in line for line in lines[first + 1:]):
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=20)
     finally:
@@ -78,4 +97,5 @@ def test_demo_handles_ctrl_c(ros, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["stopped_by"] == "interrupted"
     assert summary["per_episode"][0]["outcome"] == "unfinished"
+    assert_robot_process_gone(summary, proc.pid)
     assert (tmp_path / "out" / "strip.png").is_file()

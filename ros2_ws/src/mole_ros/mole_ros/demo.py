@@ -1,8 +1,12 @@
-"""`mole-vla demo`: the simulated FR3 and the whole control stack in one process, narrated, with a filmstrip.
+"""`mole-vla demo`: the simulated FR3 and the whole control stack, narrated, with a filmstrip.
 
 The nodes are those of `launch/config/sim.yaml` (sim bridge, policy, teleop, recorder), built by the same registry
 as `mole-vla stack` (`mole_ros.stack`) and brought up as `mole_ros.runner.run_nodes` does, with a second params
-file on top for the demo's choices (task, seed, episode length, checkpoint). One more node, `DemoMonitor`, only
+file on top for the demo's choices (task, seed, episode length, checkpoint). The simulated robot runs in a child
+process of its own, as the real FR3 is a machine of its own: its physics and rendering would otherwise share the
+interpreter (and the GIL) with the policy node's 50 Hz control thread, and the demo would report the sim's load
+as the control loop's jitter. The stack's nodes share this process (the model itself runs in the policy's
+inference worker). One more node, `DemoMonitor`, only
 listens: episode events from the bridge, `/diagnostics` of the policy and the bridge, the layers each inference
 ran (`/mole/routing`) and wrist frames for the strip. It prints one line per second and ends the run after the
 last episode (or at the wall-clock budget, or on Ctrl-C); like an operator, it re-engages the policy when the
@@ -103,6 +107,7 @@ class DemoMonitor(Node):
         self.mode = ""
         self.resumes = 0
         self.stopped_by = ""
+        self.robot_pid: int | None = None  # the sim process (None: the sim ran in this process, or never started)
         self._chunks_this_second: list[tuple[int, ...]] = []
         self._last_resume = 0.0
         inputs = MutuallyExclusiveCallbackGroup()
@@ -224,7 +229,7 @@ class DemoMonitor(Node):
             "mean_layers_run": round(statistics.fmean(self.layers), 3) if self.layers else float("nan"),
             "total_layers": self.total_layers, "inferences": len(self.layers), "re_engaged": self.resumes,
             "wall_s": round(time.monotonic() - self.t0, 2), "startup_s": self.startup_s,
-            "stopped_by": self.stopped_by or "unknown",
+            "stopped_by": self.stopped_by or "unknown", "robot_pid": self.robot_pid,
             "per_episode": [{"episode": e.index, "instruction": e.instruction, "seed": e.seed,
                              "outcome": e.outcome or "unfinished", "sim_s": e.sim_time,
                              "wall_s": round(e.wall_time, 2)} for e in self.episodes],
@@ -284,6 +289,68 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"strip: {summary['strip'] or '(no frames)'}   report: {out / 'summary.json'}", flush=True)
 
 
+SIM_NODE_NAME = "mole_sim_bridge"  # the registry name (mole_ros.stack.NODES) of the simulated robot
+
+
+class SimProcess:
+    """The sim bridge node in a child process (spawned: a fresh interpreter, its own rclpy context and GL
+    context) on the same ROS graph; `close` asks it to stop its physics and exit, and kills it if it does not."""
+
+    def __init__(self, args: list[str]) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._process = ctx.Process(target=run_sim_process, args=(args, self._stop), name="mole_sim", daemon=True)
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid
+
+    def alive(self) -> bool:
+        """Whether the child still runs."""
+        return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        """The child's exit code (None while it runs)."""
+        return self._process.exitcode
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the child: ask, wait `timeout` s, then kill."""
+        self._stop.set()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(1.0)
+
+
+def run_sim_process(args: list[str], stop: Any) -> None:
+    """Child process body: the sim bridge alone until `stop` is set. Ctrl-C goes to the whole process group; the
+    parent decides, so the child ignores SIGINT and stops when told."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    from mole_ros.runner import make_executor
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = SimBridgeNode()
+    executor = make_executor(1)
+    executor.add_node(node)
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        node.stop()
+        executor.remove_node(node)
+        node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
+
+
 def quiesce(nodes: list[Node]) -> None:
     """Stop the sim and deactivate active lifecycle nodes (the policy's inference thread) before shutdown, so
     nothing publishes into a context that is going away."""
@@ -332,7 +399,9 @@ def run_demo(settings: DemoSettings) -> int:
         args += ["--log-level", "warn"]
         logging.getLogger().setLevel(logging.WARNING)  # the demo's own lines say what happens
     started = time.monotonic()
-    monitor = spin_demo([node_factory(n) for n in names], args, settings, budget)
+    robot = [n for n in names if n == SIM_NODE_NAME]
+    stack = [node_factory(n) for n in names if n != SIM_NODE_NAME]
+    monitor = spin_demo(stack, args, settings, budget, robot_process=bool(robot))
     monitor.startup_s = round(time.monotonic() - started - (time.monotonic() - monitor.t0), 2)
     summary, _ = save_results(monitor, settings.out)
     print_summary(summary, settings.out)
@@ -340,9 +409,10 @@ def run_demo(settings: DemoSettings) -> int:
 
 
 def spin_demo(factories: list[Callable[[], Node]], args: list[str], settings: DemoSettings,
-              budget: float) -> DemoMonitor:
+              budget: float, robot_process: bool = False) -> DemoMonitor:
     """Like `runner.run_nodes`, but the demo decides when to stop: after the episodes, at the budget, or on
-    SIGINT/SIGTERM (handled here, not by rclpy, so the sim and the policy are stopped before the context goes)."""
+    SIGINT/SIGTERM (handled here, not by rclpy, so the sim and the policy are stopped before the context goes).
+    `robot_process`: start the sim bridge in a child process (`SimProcess`) once the stack is up."""
     import rclpy
     from rclpy.lifecycle import LifecycleNode
     from rclpy.signals import SignalHandlerOptions
@@ -352,6 +422,7 @@ def spin_demo(factories: list[Callable[[], Node]], args: list[str], settings: De
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Node] = []
     monitor = None
+    robot: SimProcess | None = None
     interrupted = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     executor = make_executor(EXECUTOR_THREADS)
@@ -364,7 +435,13 @@ def spin_demo(factories: list[Callable[[], Node]], args: list[str], settings: De
                 autostart(node)  # the policy loads its model here, before the sim clock starts
         monitor = DemoMonitor(settings, budget)
         executor.add_node(monitor)
+        if robot_process:
+            robot = SimProcess(args)
+            monitor.robot_pid = robot.pid
         while not monitor.finished.is_set() and not interrupted.is_set():
+            if robot is not None and not robot.alive():
+                monitor.stop(f"the sim process exited (code {robot.exitcode})")
+                break
             try:
                 executor.spin_once(timeout_sec=0.1)
             except Exception as err:  # one failing callback must not end the demo
@@ -378,7 +455,9 @@ def spin_demo(factories: list[Callable[[], Node]], args: list[str], settings: De
         if interrupted.is_set():
             print("interrupted: stopping", flush=True)
             monitor.stop("interrupted")
-        quiesce(nodes)
+        quiesce(nodes)  # the policy holds and stops inferring first, then the robot goes
+        if robot is not None:
+            robot.close()
         for node in [monitor, *reversed(nodes)]:
             if isinstance(node, LifecycleNode):
                 shutdown_lifecycle(node)
