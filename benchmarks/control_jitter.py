@@ -1,7 +1,7 @@
 """Control-period jitter of `mole_policy` at 50 Hz while the model runs, and image-to-command latency.
 
     python benchmarks/control_jitter.py [--presets tiny small] [--seconds 10] [--feeder process|thread] [--out DIR]
-        [--inference process thread | --in-process] [--kill-worker-after S]
+        [--inference process thread | --in-process] [--kill-worker-after S] [--max-frame-wait 0 0.01]
 
 For each preset (random weights) the policy node runs in this process with the executor `mole-vla stack` uses
 (`--executor-threads 1`: a SingleThreadedExecutor, mole_ros.runner; N > 1: a MultiThreadedExecutor of N threads).
@@ -13,7 +13,9 @@ default a separate process, like the camera driver and franka_ros2 on the robot)
 at 30 Hz, the measured pose at 100 Hz and an instruction. Reported:
 - jitter: |interval between control-timer callbacks - 20 ms|, p50 / p99 / max in ms, after a warm-up;
 - latency: image header stamp -> the first command computed from that image (ms);
-- inference ms per call. No thresholds: this prints numbers (table, and JSON with --json).
+- inference ms per call; with `--max-frame-wait` (the node's max_frame_wait, several values side by side) the
+  frames skipped because they waited longer than that for the busy model.
+No thresholds: this prints numbers (table, and JSON with --json).
 With --out DIR it also writes control_jitter.json and the histograms behind the percentiles: control_jitter.png
 (jitter per preset and mode) and control_latency.png (image-to-command latency and inference time).
 """
@@ -70,7 +72,8 @@ def feed(domain_id: int, stop: threading.Event | None = None) -> None:
 
 def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: str, switch_interval: float,
             torch_threads: int, min_period: float = 0.0, inference: str = "process",
-            kill_after: float | None = None, rt_priority: int = 0, executor_threads: int = 1) -> dict:
+            kill_after: float | None = None, rt_priority: int = 0, executor_threads: int = 1,
+            max_frame_wait: float = 0.0) -> dict:
     """Run the policy node on `preset` and return jitter / latency / inference statistics; `inference`: the
     model in the worker process ("process") or on the node's inference thread ("thread")."""
     import rclpy
@@ -84,7 +87,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
     node = PolicyNode(context=ctx, parameter_overrides=[
         Parameter("preset", value=preset), Parameter("engage_on_start", value=True),
         Parameter("python_switch_interval", value=switch_interval), Parameter("torch_threads", value=torch_threads),
-        Parameter("min_inference_period", value=min_period),
+        Parameter("min_inference_period", value=min_period), Parameter("max_frame_wait", value=max_frame_wait),
         Parameter("inference_process", value=inference == "process"),
         Parameter("control_rt_priority", value=rt_priority),
         # timing, not safety: a slow preset or a starved feeder must not make the watchdog stop the policy
@@ -118,6 +121,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         lat = np.array(tel.latency_ms)
         inf = np.array(tel.inference_ms)
         mode = node.loop.mux.mode.value
+        skipped = node.worker.skipped
         rt = f"fifo {rt_priority}" if node._control is not None and node._control.rt_active else "normal"
     finally:
         stop.set()
@@ -133,6 +137,7 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         return float(np.percentile(a, q)) if a.size else float("nan")
 
     return {"preset": preset, "inference": inference, "rt_priority": rt, "executor_threads": executor_threads,
+            "max_frame_wait_ms": max_frame_wait * 1e3, "skipped_frames": int(skipped),
             "feeder": feeder, "ticks": int(iv.size),
             "mode_at_end": mode,
             "worker_restarts": int(restarts), "recovery_s": recovery,
@@ -203,6 +208,8 @@ def main() -> None:
                    help="control_rt_priority values to compare (0 = normal scheduling; SCHED_FIFO needs rtprio)")
     p.add_argument("--executor-threads", nargs="+", type=int, default=[1],
                    help="executor threads to compare (1: SingleThreadedExecutor, the nodes' default)")
+    p.add_argument("--max-frame-wait", nargs="+", type=float, default=[0.0],
+                   help="max_frame_wait of the node (s; several values: measured side by side)")
     p.add_argument("--kill-worker-after", type=float, help="SIGKILL the worker this many seconds into the run")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="folder for control_jitter.json + histogram PNGs (needs matplotlib)")
@@ -216,16 +223,17 @@ def main() -> None:
     domain = 1 + os.getpid() % 100
     modes = ["thread"] if args.in_process else args.inference
     rows = [measure(preset, args.seconds, args.warmup, domain, args.feeder, args.switch_interval, args.torch_threads,
-                    args.min_inference_period, mode, args.kill_worker_after, rt, threads)
+                    args.min_inference_period, mode, args.kill_worker_after, rt, threads, wait)
             for preset in args.presets for mode in modes for rt in args.rt_priority
-            for threads in args.executor_threads]
+            for threads in args.executor_threads for wait in args.max_frame_wait]
     if args.out:
         print("wrote " + ", ".join(write_results(rows, args.out)))
     rows = [{k: v for k, v in r.items() if k != "samples"} for r in rows]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    cols = ["preset", "inference", "rt_priority", "executor_threads", "ticks", "rate_hz", "jitter_p50_ms",
+    cols = ["preset", "inference", "rt_priority", "executor_threads", "max_frame_wait_ms", "skipped_frames",
+            "ticks", "rate_hz", "jitter_p50_ms",
             "jitter_p99_ms", "jitter_max_ms",
             "inference_ms_p50", "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
     print(" | ".join(f"{c:>14}" for c in cols))

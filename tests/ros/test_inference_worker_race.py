@@ -9,6 +9,7 @@ one thread). Event waits carry a timeout only so that a broken worker fails the 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -168,3 +169,53 @@ def test_result_of_a_call_outliving_stop_is_dropped(rig):
     assert loop.pushed == [] and worker.stale == 1
     barrier(policy, worker, frame, 1)
     assert policy.overlaps == 0 and policy.log[-2:] == ["reset", "infer:pick up the red block"]
+
+
+class StampLoop(RecordingLoop):
+    """Also records the image stamp of every chunk pushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def push_chunk(self, chunk: np.ndarray, image_stamp: float, now: float) -> bool:
+        self.stamps.append(image_stamp)
+        return super().push_chunk(chunk, image_stamp, now)
+
+
+@pytest.mark.parametrize("max_frame_wait", [0.0, 0.05])
+def test_a_frame_that_waited_too_long_for_the_busy_model_is_skipped_for_the_next(msgs, max_frame_wait):
+    """Frame 1 arrives 10 ms into a 200 ms inference. By default it is the next one inferred (190 ms old by
+    then); with max_frame_wait 50 ms it is skipped and the next inference waits for frame 2."""
+    now = [0.0]
+    policy, loop = GatedPolicy(), StampLoop()
+    worker = InferenceWorker(policy, loop, clock=lambda: now[0], on_chunk=lambda c, s: None, on_error=print,
+                             max_image_side=640, torch_threads=0, max_frame_wait=max_frame_wait)
+    frame = msgs.image(0)
+    try:
+        worker.set_instruction("pick up the red block")
+        worker.start()
+        worker.submit(frame, 0.0)
+        assert policy.entered[0].wait(HANG)
+        now[0] = 0.01
+        worker.submit(frame, 1.0)  # stamps name the frames
+        now[0] = 0.2
+        policy.release(0)
+        if max_frame_wait > 0:
+            deadline = time.monotonic() + HANG  # the worker takes frame 1 and skips it: then frame 2 comes
+            while worker.skipped == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            worker.submit(frame, 2.0)  # the next camera frame, fresh
+        assert policy.entered[1].wait(HANG)
+        policy.release(1)
+        while len(loop.stamps) < 2:
+            assert loop.chunk_in.wait(HANG)
+            loop.chunk_in.clear()
+        if max_frame_wait > 0:
+            assert loop.stamps == [0.0, 2.0] and worker.skipped == 1
+        else:
+            assert loop.stamps == [0.0, 1.0] and worker.skipped == 0
+    finally:
+        for i in range(len(policy.entered)):
+            policy.release(i)
+        worker.stop(HANG)

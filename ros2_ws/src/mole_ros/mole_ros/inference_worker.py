@@ -6,6 +6,13 @@ frame, calls `Policy.infer`, and pushes the chunk into the ControlLoop; the cont
 A failing call (bad frame, exception, NaN/inf in the chunk) drops the queued actions, so the loop holds on its
 next tick, and is reported through `on_error`; the thread keeps running.
 
+Fresh frames (`max_frame_wait` > 0). A frame that arrives while the model is busy waits in the mailbox, so the
+next inference starts on an image up to one camera period old, and that age adds to every image-to-command
+latency (a 260 ms model behind a 10 Hz camera: about 50 ms on average). With `max_frame_wait` set, a frame that
+has waited longer than that (receipt by `submit` -> the thread takes it, on `clock`) is skipped, counted in
+`skipped`, and the thread waits for the next one: fewer inferences per second for a model slower than the camera,
+each from a fresher image. 0 (default): the newest frame at once.
+
 For a model that reads the robot state (`Policy.uses_state`, `vision.state_input`) the node passes `state_at`:
 each call then gets `state=state_at(stamp)`, the state when the frame was taken (mole_ros.state_input). A state
 that is missing or too old (`state_at` raises InputError) means no inference for that frame: the same failure
@@ -54,7 +61,8 @@ class InferenceWorker:
 
     def __init__(self, policy: Policy, loop: ControlLoop, clock: Callable[[], float], on_chunk: ChunkCallback,
                  on_error: ErrorCallback, max_image_side: int, torch_threads: int = 1,
-                 min_period: float = 0.0, state_at: StateSource | None = None) -> None:
+                 min_period: float = 0.0, state_at: StateSource | None = None,
+                 max_frame_wait: float = 0.0) -> None:
         self.policy = policy
         self.loop = loop
         self.clock = clock
@@ -64,9 +72,11 @@ class InferenceWorker:
         self.torch_threads = torch_threads
         self.min_period = min_period
         self.state_at = state_at  # None: the model reads no state (infer is called without one)
+        self.max_frame_wait = max_frame_wait  # s a frame may wait for a busy model (0: no limit); see docstring
         self._cond = threading.Condition()  # guards everything below and orders generation vs. push/clear
         self._policy_lock = threading.Lock()  # held around every policy.infer and policy.reset
         self._frame: tuple[Any, float] | None = None
+        self._frame_received = 0.0  # clock() when the mailbox frame was submitted
         self._instruction = ""
         self._generation = 0
         self._reset_pending = False
@@ -76,6 +86,7 @@ class InferenceWorker:
         self.calls = 0
         self.failures = 0
         self.stale = 0  # chunks dropped because their generation was out of date when they finished
+        self.skipped = 0  # frames that waited longer than max_frame_wait for the model (never inferred)
 
     @property
     def generation(self) -> int:
@@ -113,7 +124,7 @@ class InferenceWorker:
     def submit(self, msg: Any, stamp: float) -> None:
         """Offer a checked Image/CompressedImage taken at `stamp`; replaces any frame not yet started."""
         with self._cond:
-            self._frame = (msg, stamp)
+            self._frame, self._frame_received = (msg, stamp), self.clock()
             self._cond.notify()
 
     def start(self) -> None:
@@ -155,12 +166,15 @@ class InferenceWorker:
 
     def _next(self, epoch: int) -> tuple[Any, float] | None:
         with self._cond:
-            while self._alive(epoch) and (self._frame is None or not self._instruction):
-                self._cond.wait(0.5)
-            if not self._alive(epoch):
-                return None
-            frame, self._frame = self._frame, None
-            return frame
+            while True:
+                while self._alive(epoch) and (self._frame is None or not self._instruction):
+                    self._cond.wait(0.5)
+                if not self._alive(epoch):
+                    return None
+                frame, self._frame = self._frame, None
+                if self.max_frame_wait <= 0 or self.clock() - self._frame_received <= self.max_frame_wait:
+                    return frame
+                self.skipped += 1  # waited too long for the busy model: take the next one
 
     def _run(self, epoch: int) -> None:
         if self.torch_threads > 0 and "torch" in sys.modules:

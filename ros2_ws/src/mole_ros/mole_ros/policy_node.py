@@ -100,6 +100,8 @@ class PolicyNodeConfig:
                                              "scheduling); needs rtprio permission, else a warning and normal")
     torch_threads: int = help_field(1, "intra-op threads of the model (0 = torch default)")
     min_inference_period: float = help_field(0.0, "seconds between inference starts at least (0 = back to back)")
+    max_frame_wait: float = help_field(0.0, "seconds a frame may wait for a busy model; an older one is skipped "
+                                            "and the next frame awaited (0 = the newest frame at once)")
     python_switch_interval: float = help_field(0.0005, "sys.setswitchinterval while active (0 = leave as is): "
                                                "how long the inference thread may hold the GIL before the "
                                                "control timer gets it")
@@ -134,6 +136,8 @@ class PolicyNodeConfig:
             raise ConfigError(f"inference_niceness={self.inference_niceness!r}: expected 0..19")
         if not 0 <= self.control_rt_priority <= 99:
             raise ConfigError(f"control_rt_priority={self.control_rt_priority!r}: expected 0 (off) .. 99")
+        if not self.max_frame_wait >= 0:
+            raise ConfigError(f"max_frame_wait={self.max_frame_wait!r}: expected seconds >= 0 (0 = off)")
         if not self.inference_timeout > 0:
             raise ConfigError(f"inference_timeout={self.inference_timeout!r}: expected seconds > 0")
 
@@ -223,7 +227,8 @@ class PolicyNode(LifecycleNode):
                                    f"frame's stamp, within {watchdog.max_pose_age:g} s")
         self.worker = InferenceWorker(policy, self.loop, self._now, self._on_chunk, self._on_worker_error,
                                       cfg.max_image_side, cfg.torch_threads, cfg.min_inference_period,
-                                      state_at=self.state_input.at if self.state_input is not None else None)
+                                      state_at=self.state_input.at if self.state_input is not None else None,
+                                      max_frame_wait=cfg.max_frame_wait)
         self.monitor = RobotMonitor(self, robot, cfg.pose_topic, MutuallyExclusiveCallbackGroup(),
                                     self.robot_backends)
         self._create_entities(cfg)
