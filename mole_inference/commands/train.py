@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=("auto", "fsdp", "ddp"), default="auto",
                    help="under torchrun: auto = FSDP on GPUs, DDP on CPU")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default, every core; two runs sharing a CPU: 1 each, or "
+                   "they oversubscribe it and both run several times slower)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -66,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from mole_inference.training.trainer import Trainer
 
     cfg = resolve_config(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     ctx = init_distributed(args.device, args.strategy)
     try:
         if ctx.is_main:

@@ -120,8 +120,14 @@ def test_cli_train(bag_root, micro_cfg, tmp_path, capsys):
     assert "trained to step 2" in capsys.readouterr().out
     assert (out / "checkpoints" / "latest").read_text() == "step_0000002"
     assert (out / "metrics.csv").is_file()
-    assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "3",
-                 "--seed", "1", "--resume", "--no-progress"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["train", "--config", str(cfg_path), "--data", str(bag_root), "--out", str(out), "--steps", "3",
+                     "--seed", "1", "--resume", "--no-progress", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1  # --threads sets torch's intra-op threads for the run
+    finally:
+        torch.set_num_threads(threads)
     assert "trained to step 3 (1 steps" in capsys.readouterr().out
 
 
