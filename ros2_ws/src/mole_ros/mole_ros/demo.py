@@ -1,16 +1,15 @@
 """`mole-vla demo`: the simulated FR3 and the whole control stack, narrated, with a filmstrip.
 
 The nodes are those of `launch/config/sim.yaml` (sim bridge, policy, teleop, recorder), built by the same registry
-as `mole-vla stack` (`mole_ros.stack`) and brought up as `mole_ros.runner.run_nodes` does, with a second params
-file on top for the demo's choices (task, seed, episode length, checkpoint). The simulated robot runs in a child
-process of its own, as the real FR3 is a machine of its own: its physics and rendering would otherwise share the
-interpreter (and the GIL) with the policy node's 50 Hz control thread, and the demo would report the sim's load
-as the control loop's jitter. The stack's nodes share this process (the model itself runs in the policy's
-inference worker). One more node, `DemoMonitor`, only
-listens: episode events from the bridge, `/diagnostics` of the policy and the bridge, the layers each inference
-ran (`/mole/routing`) and wrist frames for the strip. It prints one line per second and ends the run after the
-last episode (or at the wall-clock budget, or on Ctrl-C); like an operator, it re-engages the policy when the
-mux fell back to hold.
+as `mole-vla stack` (`mole_ros.stack`) and brought up as `mole_ros.runner.run_nodes` does, with a second params file
+on top for the demo's choices (task, seed, episode length, checkpoint). The simulated robot runs in a child process
+of its own, as the real FR3 is a machine of its own: its physics and rendering would otherwise share the interpreter
+(and the GIL) with the policy node's 50 Hz control thread, and the demo would report the sim's load as the control
+loop's jitter. The stack's nodes share this process (the model itself runs in the policy's inference worker). One
+more node, `DemoMonitor`, only listens: episode events from the bridge, `/diagnostics` of the policy and the bridge,
+the layers each inference ran (`/mole/routing`) and wrist frames for the strip. It prints one line per second and
+ends the run after the last episode (or at the wall-clock budget, or on Ctrl-C); like an operator, it re-engages the
+policy when the mux fell back to hold.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from mole_inference.data import schema
 from mole_inference.errors import InputError
 from mole_ros import conversions as conv
 from mole_ros import qos
+from mole_ros.sim_bridge_node import NODE_NAME as SIM_NODE_NAME  # also its name in mole_ros.stack.NODES
 from mole_ros.sim_bridge_node import STATUS_QOS, STATUS_TOPIC, SimBridgeNode
 
 MAX_STRIP_FRAMES = 96  # per episode; older frames are thinned out when more arrive
@@ -287,9 +287,6 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
           f"| physics {summary['physics_hz']:.1f} Hz, real-time factor {summary['real_time_factor']:.2f} | "
           f"wall {summary['wall_s']:.1f} s", flush=True)
     print(f"strip: {summary['strip'] or '(no frames)'}   report: {out / 'summary.json'}", flush=True)
-
-
-SIM_NODE_NAME = "mole_sim_bridge"  # the registry name (mole_ros.stack.NODES) of the simulated robot
 
 
 class SimProcess:
