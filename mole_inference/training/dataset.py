@@ -12,6 +12,7 @@ the sampler's step (resume continues identically, any number of loader workers).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +53,17 @@ class SampleTable:
         return len(self.frames)
 
     @classmethod
-    def from_episodes(cls, episodes: list[EpisodeSamples], image_size: int, source_weights: dict[str, float]
+    def from_episodes(cls, episodes: Iterable[EpisodeSamples], image_size: int, source_weights: dict[str, float]
                       ) -> SampleTable:
-        """Concatenate episodes, dropping samples whose source has weight 0 (default: hold)."""
+        """Concatenate episodes, dropping samples whose source has weight 0 (default: hold). One pass: given a
+        generator, only one episode's full-size frames are in memory at a time (the table keeps resized ones)."""
         rows: dict[str, list] = {k: [] for k in ("frames", "actions", "mask", "source", "instr", "task", "ep", "idx",
                                                   "goal", "state")}
         instructions: dict[str, int] = {}
         tasks: dict[str, int] = {}
+        paths: list = []
         for e_id, ep in enumerate(episodes):
+            paths.append(ep.path)
             keep = np.array([source_weights.get(s, 0.0) > 0 for s in ep.sample_sources], dtype=bool)
             if not keep.any():
                 continue
@@ -77,10 +81,10 @@ class SampleTable:
             rows["goal"].append(ep.goals[idx] if ep.goals is not None else np.full((len(idx), GOAL_DIM), np.nan))
             rows["state"].append(ep.states[idx] if ep.states is not None else np.full((len(idx), STATE_DIM), np.nan))
         if not rows["frames"]:
-            raise InputError(f"no usable samples in {len(episodes)} episodes (source weights {source_weights})")
+            raise InputError(f"no usable samples in {len(paths)} episodes (source weights {source_weights})")
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
-                   list(instructions), list(tasks), [ep.path for ep in episodes], cat["idx"], cat["goal"],
+                   list(instructions), list(tasks), paths, cat["idx"], cat["goal"],
                    cat["state"])
 
     def action_stats(self) -> ActionStats:
@@ -95,7 +99,7 @@ def load_table(data: str | Path | list[Path], cfg: ModelConfig) -> SampleTable:
     paths = list(data) if isinstance(data, list) else list_episodes(data)
     if not paths:
         raise InputError(f"no closed episode bags under {data}")
-    episodes = [episode_samples(read_episode(p), cfg.action_head.chunk_size, cfg.action_dt) for p in paths]
+    episodes = (episode_samples(read_episode(p), cfg.action_head.chunk_size, cfg.action_dt) for p in paths)
     table = SampleTable.from_episodes(episodes, cfg.vision.image_size, cfg.training.source_weights)
     counts = {s: int((table.source == s).sum()) for s in ("policy", "teleop", "hold")}
     log.info("dataset: %d episodes, %d samples, %d tasks %s, sources %s", len(paths), len(table), len(table.tasks),
