@@ -64,6 +64,12 @@ def key_mask(hidden: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
 
 
 
+def subgoal_target(offset: torch.Tensor, scale: float, knee: float) -> torch.Tensor:
+    """The subgoal head's position target: offset / scale, or offset / (|offset| + knee) per axis when knee > 0
+    (`training.goal_knee`). NaN rows (no label) stay NaN and are masked by the loss."""
+    return offset / (offset.abs() + knee) if knee > 0 else offset / scale
+
+
 def goal_dims(rot_scale: float) -> int:
     """Outputs of the subgoal head: the position offset, plus the rotation vector when `goal_rot_scale` > 0."""
     return 6 if rot_scale > 0 else 3
@@ -187,7 +193,7 @@ class MoLeObjective(nn.Module):
             if goal is None:
                 goal, goal_mask = pred.new_zeros(pred.shape[0], 6), torch.zeros(pred.shape[0], dtype=torch.bool,
                                                                                  device=pred.device)
-            target = goal[:, :3] / t.goal_scale
+            target = subgoal_target(goal[:, :3], t.goal_scale, t.goal_knee)
             if pred.shape[1] == 6:
                 target = torch.cat([target, goal[:, 3:6] / t.goal_rot_scale], dim=1)
             parts["goal"] = subgoal_loss(pred, target, goal_mask)

@@ -159,3 +159,18 @@ def test_eq16_reading_is_a_config_field_and_modes_keep_their_parts():
         assert set(a) == set(b) and a["cog"].item() != pytest.approx(b["cog"].item())
     with pytest.raises(ConfigError, match="kl_mask"):
         distillation_loss("reverse_kl", f_t, f_s, mask, valid, kl_mask="inside")
+
+
+def test_the_subgoal_knee_weighs_the_last_centimetres_like_the_approach():
+    import torch
+
+    from mole_inference.training.objective import subgoal_target
+
+    d = torch.tensor([[0.3, -0.015, 0.005], [float("nan"), 0.0, -0.3]])
+    linear = subgoal_target(d, 0.1, 0.0)
+    torch.testing.assert_close(linear[0], torch.tensor([3.0, -0.15, 0.05]))
+    knee = subgoal_target(d, 0.1, 0.02)
+    torch.testing.assert_close(knee[0], torch.tensor([0.3 / 0.32, -0.015 / 0.035, 0.005 / 0.025]))
+    assert knee.nan_to_num().abs().max() < 1.0 and torch.isnan(knee[1, 0]) and knee[1, 1] == 0.0
+    # a 15 mm miss against a 30 cm approach: 1:20 in the linear target, about 1:2 with the 2 cm knee
+    assert abs(linear[0, 1] / linear[0, 0]) == pytest.approx(0.05) and abs(knee[0, 1] / knee[0, 0]) > 0.4
