@@ -127,7 +127,11 @@ def measure(preset: str, seconds: float, warmup: float, domain_id: int, feeder: 
         stop.set()
         if proc is not None:
             proc.send_signal(2)
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # a feeder that missed its SIGINT must not end the benchmark
+                proc.kill()
+                proc.wait()
         executor.shutdown(timeout_sec=2)
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 5.5 h on 2 cores, plus about
-# 1.5 h of data collection and evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 6.5 h on 2 cores, plus about
+# 2 h of data collection and evaluation).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -15,10 +15,11 @@
 #   K  from J / J': pick and stack re-recorded with `--no-grasp-turn`, interventions of J with the no-turn expert,
 #      1500 steps
 #   L  from K / K': interventions of K (round 3), 1500 steps
-# and M from L / L' (the shipped checkpoint is M): the measured pose as an input, 1500 steps on L's data.
+# then M from L / L': the measured pose as an input, 1500 steps on L's data; N from M / M': demonstrations that start
+# above the target cube + round 4 (1500 steps); O from N / N' (shipped): the subgoal knee, 1000 steps.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
-# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l); this script chains them but was not
-# run end to end (the shipped M was evaluated in two runs, touch + push_forward and pick + stack, same seeds).
+# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n); this script chains them but
+# was not run end to end (the shipped O was evaluated in two runs, touch + push_forward and pick + stack, same seeds).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 work="${1:-runs/mole-tiny}"
@@ -47,9 +48,9 @@ link_tasks() {
 # pick_stack_round CKPT PICK_SEED STACK_SEED OUT: 150 pick + 150 stack rollouts of CKPT with no-turn takeovers
 pick_stack_round() {
   $mole sim collect-interventions --checkpoint "$1" --tasks pick --episodes 150 --seed "$2" --no-grasp-turn \
-    --threads 1 --out "$4" &
+    --threads 1 --out "$4" "${@:5}" &
   $mole sim collect-interventions --checkpoint "$1" --tasks stack --episodes 150 --seed "$3" --no-grasp-turn \
-    --threads 1 --out "$4"
+    --threads 1 --out "$4" "${@:5}"
   wait
 }
 
@@ -116,13 +117,27 @@ train_pair l "$work/data_l" "$ckK" "$work/K_full/checkpoints/step_0001500"
 # M (shipped): the measured pose as an input (a fresh zero-initialized map), same data
 train_pair m "$work/data_l" "$work/L_mole/checkpoints/step_0001500" "$work/L_full/checkpoints/step_0001500" \
   --init-fresh state_input
+# N: the last centimetres: demonstrations that start above the target cube, and round 4 from M with a later drift
+# takeover and the robot's gripper handling while the policy drives
+$mole sim record-demos --tasks pick,stack --episodes 150 --seed 64000 --no-grasp-turn --start-near-target 0.03 \
+  --out "$work/demos_near"
+pick_stack_round "$work/M_mole/checkpoints/step_0001500" 63000 73000 "$work/dagger_n" --deviation 0.06 --stall 2.0 \
+  --gripper-vote --gripper-confirm 0.3
+mkdir -p "$work/data_n"
+for d in "$work"/data_l/*; do ln -sfn "$(realpath "$d")" "$work/data_n/$(basename "$d")"; done
+ln -sfn "$(realpath "$work/dagger_n")" "$work/data_n/dagger_n"
+ln -sfn "$(realpath "$work/demos_near")" "$work/data_n/demos_near"
+train_pair n "$work/data_n" "$work/M_mole/checkpoints/step_0001500" "$work/M_full/checkpoints/step_0001500"
+# O (shipped): the subgoal target with a 2 cm knee (training.goal_knee), same data, 1000 steps
+train_pair o "$work/data_n" "$work/N_mole/checkpoints/step_0001500" "$work/N_full/checkpoints/step_0001500"
 # evaluation as the robot runs it: gripper vote + 0.3 s confirmation
 vote=(--gripper-vote --gripper-confirm 0.3)
-for run in M_mole M_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
+for run in O_mole O_full; do
+  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001000" --tasks all --episodes 50 --seed 500000 \
     --threads 1 "${vote[@]}" --out "$work/eval_$run" &
 done
 wait
-$mole sim eval --checkpoint "$work/M_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_M_random"
-$mole sim probe --checkpoint "$work/M_mole/checkpoints/step_0001500" --frames 25 --seed 500000
+$mole sim eval --checkpoint "$work/O_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_O_random"
+$mole sim probe --checkpoint "$work/O_mole/checkpoints/step_0001000" --frames 25 --seed 500000
+$mole sim probe --checkpoint "$work/O_mole/checkpoints/step_0001000" --frames 8 --seed 710000 --grasp
