@@ -237,9 +237,8 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     cols = ["preset", "inference", "rt_priority", "executor_threads", "max_frame_wait_ms", "skipped_frames",
-            "ticks", "rate_hz", "jitter_p50_ms",
-            "jitter_p99_ms", "jitter_max_ms",
-            "inference_ms_p50", "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
+            "ticks", "rate_hz", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms", "inference_ms_p50",
+            "latency_ms_p50", "latency_ms_p99", "worker_restarts", "recovery_s", "mode_at_end"]
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print(" | ".join(f"{r[c]:>14.2f}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))

@@ -33,8 +33,8 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 def _gripper_args(p: argparse.ArgumentParser) -> None:
-    """How the policy's gripper draws become commands (`sim eval` and `collect-interventions` alike; the robot's
-    defaults are the vote and 0.3 s, launch/config/robot.yaml)."""
+    """How the policy's gripper draws become commands (`sim eval` and `collect-interventions` alike; the robot uses
+    the vote and a confirmation, launch/config/robot.yaml)."""
     p.add_argument("--gripper-vote", action="store_true",
                    help="gripper command = weighted vote of the recent chunks' gripper draws (hysteresis binarizes)")
     p.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="also probe the grasp rotation on held-out pick frames (needed vs predicted yaw)")
     pr.add_argument("--grasp", action="store_true",
                     help="also probe the last centimetres: TCP 15/30 mm off the named cube at 5 and 8 cm on --frames "
-                    "pick layouts; centring gain (expert ~1), descent and closes while off-centre")
+                    "pick layouts; centring gain (expert 0.75-0.87), descent and closes while off-centre")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.set_defaults(func=run_probe)
 
@@ -251,9 +251,9 @@ def run_probe(args: argparse.Namespace) -> int:
               f"turning (correlation {y['corr']:.2f}, {y['frames']} pick frames)")
     if args.grasp:
         for height, g in data["grasp"]["heights"].items():
-            print(f"grasp probe at {height}: centring gain x {g['gain_x']:.2f}, y {g['gain_y']:.2f} (expert ~1); "
-                  f"descends {g['descent_mm']:.1f} mm per step and closes in {g['close_rate']:.0%} of steps while "
-                  "15-30 mm off-centre")
+            print(f"grasp probe at {height}: centring gain x {g['gain_x']:.2f}, y {g['gain_y']:.2f} "
+                  f"(expert 0.75-0.87); descends {g['descent_mm']:.1f} mm per step and closes in "
+                  f"{g['close_rate']:.0%} of steps while 15-30 mm off-centre")
     return 0
 
 

@@ -13,8 +13,8 @@ Also reported: `spread_m`, the mean distance between the motions predicted for d
 Grasp probe (`probe_grasp`): the last centimetres. The TCP is placed above the named cube of held-out `pick`
 layouts, off its centre by 15 or 30 mm along x or y, at the heights where failed picks go wrong, and the policy
 is asked once per placement. Reported per height and axis: the centring gain (the first step's motion towards the
-centre divided by the offset; the scripted expert: about 1, it centres before it descends), the first step's
-descent while off-centre, and how often the first step closes the fingers there (the expert: never).
+centre divided by the offset; the scripted expert, speed-capped: 0.75-0.87, it centres before it descends), the
+first step's descent while off-centre, and how often the first step closes the fingers there (the expert: never).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class GraspProbeReport:
         """Per height: centring gain along x and y (least squares of the motion on the offset), mean first-step dz
         (mm) and the share of first steps that close the fingers."""
         out: dict[str, Any] = {"queries": len(self.rows), "heights": {}}
-        r = np.array([(h, a, o, m, dz, c) for h, a, o, m, dz, c in self.rows], dtype=float).reshape(-1, 6)
+        r = np.array(self.rows, dtype=float).reshape(-1, 6)
         for h in sorted(set(r[:, 0])):
             at = r[r[:, 0] == h]
             gains = {}

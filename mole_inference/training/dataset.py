@@ -61,7 +61,7 @@ class SampleTable:
                                                   "goal", "state")}
         instructions: dict[str, int] = {}
         tasks: dict[str, int] = {}
-        paths: list = []
+        paths: list[Path] = []
         for e_id, ep in enumerate(episodes):
             paths.append(ep.path)
             keep = np.array([source_weights.get(s, 0.0) > 0 for s in ep.sample_sources], dtype=bool)

@@ -151,10 +151,11 @@ def test_the_expert_corrects_a_low_miss_where_it_is_instead_of_climbing_back(tmp
 
 
 def test_takeovers_are_counted_by_the_rule_that_fired(tmp_path):
+    from mole_inference.sim.expert_policy import ExpertPolicy
+
     _, drifting = collect(tmp_path / "drift", SidewaysPolicy())
     _, closed = collect(tmp_path / "closed", closed_gripper_expert(), "pick")
-    _, fine = collect(tmp_path / "fine", __import__("mole_inference.sim.expert_policy",
-                                                     fromlist=["ExpertPolicy"]).ExpertPolicy())
+    _, fine = collect(tmp_path / "fine", ExpertPolicy())
     assert drifting.reasons == {"away": 1} and closed.reasons == {"gripper": 1} and fine.reasons == {}
 
 

@@ -349,15 +349,13 @@ def run_sim_process(args: list[str], stop: Any) -> None:
 
 
 def quiesce(nodes: list[Node]) -> None:
-    """Stop the sim and deactivate active lifecycle nodes (the policy's inference thread) before shutdown, so
-    nothing publishes into a context that is going away."""
+    """Deactivate active lifecycle nodes (the policy's inference thread) before shutdown, so nothing publishes into
+    a context that is going away (the sim runs in its own process: `SimProcess.close`)."""
     from lifecycle_msgs.msg import State as StateMsg
     from rclpy.lifecycle import LifecycleNode
 
     for node in nodes:
-        if isinstance(node, SimBridgeNode):
-            node.stop()
-        elif isinstance(node, LifecycleNode) and node._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_ACTIVE:
+        if isinstance(node, LifecycleNode) and node._state_machine.current_state[0] == StateMsg.PRIMARY_STATE_ACTIVE:
             node.trigger_deactivate()
 
 
