@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--start-near-target", type=float, default=0.0, metavar="M",
                    help="start above the target cube, off-centre by up to M in x and y, 5-13 cm high, instead of "
                    "around home: the last centimetres of pick/stack (0: off)")
+    r.add_argument("--linger", type=float, default=None, metavar="S",
+                   help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
+                   "for the release and the move away, 0 for the others: end at the success tick)")
     r.add_argument("--keep-failures", action="store_true", help="keep failed episodes too (metadata success=false)")
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
@@ -124,6 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
                    help="the expert turns to the cube's nearest face before grasping (default on; "
                    "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
+    c.add_argument("--linger", type=float, default=None, metavar="S",
+                   help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
+                   "for the release and the move away, 0 for the others: end at the success tick)")
     _gripper_args(c)
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     c.set_defaults(func=run_interventions)
@@ -170,7 +176,7 @@ def run_record(args: argparse.Namespace) -> int:
                      image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
                      start_offset=args.start_offset, start_yaw=args.start_yaw,
                      start_near_target=args.start_near_target, keep_failures=args.keep_failures, storage=args.storage,
-                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn)
+                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn, linger=args.linger)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult) -> None:
             bar.set_postfix_str(f"{result.task} seed {result.seed}: {'ok' if result.success else 'FAIL'}")
@@ -204,7 +210,7 @@ def run_interventions(args: argparse.Namespace) -> int:
                         stall_s=args.stall, gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
                      start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True,
-                     grasp_turn=args.grasp_turn)
+                     grasp_turn=args.grasp_turn, linger=args.linger)
     policy = load_policy(checkpoint=args.checkpoint)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult, took_over_at: int | None) -> None:
@@ -315,7 +321,8 @@ def run_eval(args: argparse.Namespace) -> int:
     for task, row in data["per_task"].items():
         lo, hi = row["ci95"]
         print(f"{task:<14} success {row['successes']}/{row['episodes']} ({row['success_rate']:.0%}, "
-              f"95 % CI {lo:.0%}-{hi:.0%}; {row['clamped_share']:.0%} of steps clamped)")
+              f"95 % CI {lo:.0%}-{hi:.0%}; {row['clamped_share']:.0%} of steps clamped)"
+              + "".join(f", {name} {share:.0%}" for name, share in row["milestones"].items()))
     lo, hi = data["ci95"]
     print(f"overall {data['success_rate']:.0%} (95 % CI {lo:.0%}-{hi:.0%}); inference {data['inference_hz']:.1f} Hz "
           f"(mean {data['inference_ms']['mean']:.1f} ms, median {data['inference_ms']['median']:.1f} ms); "

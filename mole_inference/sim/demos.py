@@ -76,6 +76,8 @@ class DemoConfig:
     image_size: int = 224
     binarize_gripper: bool = True  # record/execute 0 or 1, as the robot's SafetyEnvelope sends by default
     grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (SimConfig)
+    linger: float | None = None  # s recorded after the task is done, the actor still acting; None: each task's
+    # own `Task.linger` (stack 0.5 s: the release and the move away; 0 for the others)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -91,6 +93,7 @@ class DemoConfig:
         check(self.noise_trans >= 0 and self.noise_rot >= 0, "noise_trans", (self.noise_trans, self.noise_rot),
               "noise must be >= 0")
         check(self.max_attempts >= 1, "max_attempts", self.max_attempts, "must be >= 1")
+        check(self.linger is None or self.linger >= 0, "linger", self.linger, "must be >= 0 seconds")
 
     @property
     def control_dt(self) -> float:
@@ -220,8 +223,11 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
     writer = EpisodeBagWriter(path, config.storage, meta, start_ns=t0, flush_interval_s=None)
     with writer:
         writer.write_text(INSTRUCTION_TOPIC, env.instruction, t0)
-        done, info = False, {"success": False}
-        while not done:
+        done, success = False, False
+        linger = round((env.task.linger if config.linger is None else config.linger) * config.control_hz)
+        while not done or (success and linger > 0):
+            if done:
+                linger -= 1
             t = t0 + ticks * dt_ns
             pos, quat = env.scene.ee_pose()
             writer.write(MEASURED_POSE_TOPIC, pose_msg(pos, quat, t), t)
@@ -243,12 +249,13 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
             if width != last_gripper:  # like a gripper action client: a new goal only when the command changes
                 writer.write(GRIPPER_COMMAND_TOPIC, float64(data=width), t)
                 last_gripper = width
-            _, done, info = env.step(action, render=False)
+            _, step_done, info = env.step(action, render=False)
+            success = success or (not done and bool(info["success"]))  # judged when it ends, not after lingering
+            done = done or step_done
             ticks += 1
         t_end = t0 + ticks * dt_ns
         pos, quat = env.scene.ee_pose()
         writer.write(MEASURED_POSE_TOPIC, pose_msg(pos, quat, t_end), t_end)  # where the last delta led
-        success = bool(info["success"])
         writer.close(success=success, t_ns=t_end)
     kept = success or config.keep_failures
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if kept else 0

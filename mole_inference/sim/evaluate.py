@@ -85,13 +85,14 @@ class EpisodeOutcome:
     wall_s: float
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
     routing: list[tuple[int, ...]] = field(default_factory=list, repr=False)  # layers run, per inference
+    milestones: dict[str, bool] = field(default_factory=dict)  # task milestone -> reached at some step (tasks.py)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary of the episode."""
         return {"task": self.task, "seed": self.seed, "instruction": self.instruction, "success": self.success,
                 "steps": self.steps, "inferences": len(self.inference_ms),
                 "mean_layers_run": float(np.mean(self.layers_run)) if self.layers_run else 0.0,
-                "clamped_steps": self.clamped_steps, "wall_s": round(self.wall_s, 3)}
+                "clamped_steps": self.clamped_steps, "wall_s": round(self.wall_s, 3), "milestones": self.milestones}
 
 
 @dataclass
@@ -105,16 +106,20 @@ class EvalReport:
     wall_s: float = 0.0
 
     def per_task(self) -> dict[str, dict[str, Any]]:
-        """Per task: episodes, successes, success rate with its Wilson 95 % interval, mean steps."""
+        """Per task: episodes, successes, success rate with its Wilson 95 % interval, mean steps, and the share
+        of episodes that reached each of the task's milestones (in the task's order)."""
         out = {}
         for task in self.config.tasks:
             rows = [e for e in self.episodes if e.task == task]
             if rows:
                 wins = sum(e.success for e in rows)
+                names = list(dict.fromkeys(k for e in rows for k in e.milestones))
                 out[task] = {"episodes": len(rows), "successes": wins, "success_rate": wins / len(rows),
                              "ci95": list(wilson_interval(wins, len(rows))),
                              "mean_steps": float(np.mean([e.steps for e in rows])),
-                             "clamped_share": sum(e.clamped_steps for e in rows) / max(1, sum(e.steps for e in rows))}
+                             "clamped_share": sum(e.clamped_steps for e in rows) / max(1, sum(e.steps for e in rows)),
+                             "milestones": {k: sum(e.milestones.get(k, False) for e in rows) / len(rows)
+                                            for k in names}}
         return out
 
     @property
@@ -218,6 +223,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     routing: list[tuple[int, ...]] = []
     clamped = step = 0
     done, info = False, {"success": False}
+    milestones = dict.fromkeys(env.task.milestone_names, False)
     while not done:
         now = step * dt
         if step % config.replan == 0:
@@ -239,9 +245,11 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
         obs, done, info = env.step(command_to_env_delta(env, command, gripper), render=render)
         if keep_frames:
             frames.append(obs["wrist_rgb"])
+        for name, now_reached in env.task.milestones(env.state()).items():
+            milestones[name] = milestones[name] or now_reached
         step += 1
     return EpisodeOutcome(env.task.name, seed, env.instruction, bool(info["success"]), step, inference_ms, layers,
-                          clamped, time.perf_counter() - t_start, frames, routing)
+                          clamped, time.perf_counter() - t_start, frames, routing, milestones)
 
 
 def evaluate(policy: Policy, config: EvalConfig,

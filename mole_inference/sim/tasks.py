@@ -22,6 +22,8 @@ WORKSPACE_X = (0.35, 0.62)  # m, base frame: where objects are spawned
 WORKSPACE_Y = (-0.22, 0.22)
 MIN_SPACING = 0.075  # m between object centres
 TARGET_CLEARANCE = 0.10  # m around the object the gripper must reach (fingers open to 8 cm + pads)
+REACH_XY = 0.015  # m: TCP off the target's centre that still counts as at it (milestone "reached")
+REACH_Z = 0.03  # m: TCP height above the target's centre that still counts as at it (its top face + 1 cm)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class Task(ABC):
     name: str = ""
     templates: tuple[str, ...] = ()
     max_seconds: float = 10.0  # episode length limit, in simulated seconds
+    linger: float = 0.0  # s a recorded demonstration goes on after success (sim/demos.py)
+    # Milestones on the way to success, in order (`sim eval` reports the share of episodes that reached each, so a
+    # failure says where it happened: never reached the cube, reached it but never grasped, carried it but never
+    # let go): the keys of `milestones(state)`; empty for tasks with one act.
+    milestone_names: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.layout: dict[str, Placement] = {}
@@ -97,6 +104,20 @@ class Task(ABC):
     def success(self, state: SceneState) -> bool:
         """True when the instruction is fulfilled in `state`."""
 
+    def milestones(self, state: SceneState) -> dict[str, bool]:
+        """Which of `milestone_names` hold in `state`."""
+        return {}
+
+    def _at_target(self, state: SceneState) -> bool:
+        """The TCP is where the fingers would close on the target: within REACH_XY of its centre in x/y and at
+        most REACH_Z above it."""
+        cube = state.objects[self.target].pos
+        return bool(np.hypot(*(state.ee_pos[:2] - cube[:2])) <= REACH_XY and state.ee_pos[2] <= cube[2] + REACH_Z)
+
+    def _lifted(self, state: SceneState, height: float) -> bool:
+        """The target is held by both fingers at least `height` above its resting height."""
+        return bool(state.held(self.target) and state.objects[self.target].pos[2] >= CUBE_HALF + height)
+
 
 class TouchTask(Task):
     """Touch the named cube with the gripper."""
@@ -143,11 +164,15 @@ class PickTask(Task):
     templates = ("pick up the {color} cube", "lift the {color} cube", "grasp the {color} cube and lift it")
     max_seconds = 12.0
     lift_height = 0.05  # m above its resting height
+    milestone_names = ("reached", "grasped")
 
     def success(self, state: SceneState) -> bool:
         """The target is held by both fingers and lifted."""
-        lifted = state.objects[self.target].pos[2] >= CUBE_HALF + self.lift_height
-        return bool(lifted and state.held(self.target))
+        return self._lifted(state, self.lift_height)
+
+    def milestones(self, state: SceneState) -> dict[str, bool]:
+        """reached: the TCP at the cube (see `_at_target`); grasped: both fingers on it."""
+        return {"reached": self._at_target(state), "grasped": state.held(self.target)}
 
 
 class StackTask(Task):
@@ -158,6 +183,11 @@ class StackTask(Task):
                  "place the {color} cube on the {base} cube")
     max_seconds = 20.0
     xy_tolerance = 0.02  # m between the cube centres
+    # Success comes 1-4 ticks (50 Hz) after the release command: a recording cut there labels "open" for one 0.1 s
+    # action and has no frame of the open hand; policies trained on it carried the cube over the base and held it.
+    # A person keeps recording past the release; so do the scripted demos.
+    linger = 0.5
+    milestone_names = ("reached", "grasped", "lifted", "over_base")
 
     def success(self, state: SceneState) -> bool:
         """Target rests on the base cube, centred within tolerance, and the gripper has let go."""
@@ -166,6 +196,14 @@ class StackTask(Task):
         centred = np.linalg.norm(top[:2] - bottom[:2]) < self.xy_tolerance
         released = self.target not in state.touching
         return bool(on_top and centred and released and self.base in state.resting_on[self.target])
+
+    def milestones(self, state: SceneState) -> dict[str, bool]:
+        """reached, grasped (as pick); lifted: held 3 cm up; over_base: held with its centre within
+        `xy_tolerance` of the base's in x/y (a release there would stack it)."""
+        held = state.held(self.target)
+        top, bottom = state.objects[self.target].pos, state.objects[self.base].pos
+        return {"reached": self._at_target(state), "grasped": held, "lifted": self._lifted(state, 0.03),
+                "over_base": bool(held and np.linalg.norm(top[:2] - bottom[:2]) < self.xy_tolerance)}
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (TouchTask, PushForwardTask, PickTask, StackTask)}

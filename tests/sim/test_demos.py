@@ -134,3 +134,33 @@ def test_failures_are_retried_and_dropped_unless_kept(tmp_path, monkeypatch):
     assert list_episodes(tmp_path / "a") == []
     kept = record_demos(tmp_path / "b", DemoConfig(tasks=("touch",), episodes=1, keep_failures=True))
     assert len(kept.results) == 1 and read_episode(kept.results[0].path).metadata.success is False
+
+
+def test_linger_records_past_the_release_and_keeps_the_episode_up_to_it(tmp_path):
+    """A stack succeeds a few ticks after the release command: cut there, the episode has 1-4 ticks labelled
+    "open" and no frame of the open hand. With `linger` (stack's own 0.5 s by default) the same episode goes on for
+    that long (the expert opens and moves away) and is still a success."""
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import DemoConfig, record_demos
+
+    cut, kept = (record_demos(tmp_path / f"l{s}", DemoConfig(tasks=("stack",), episodes=1, seed=2,
+                                                                start_near_target=0.02, linger=s)).results[-1]
+                 for s in (0.0, None))
+    assert cut.success and kept.success
+    assert kept.ticks == cut.ticks + 25  # 0.5 s at 50 Hz
+    a, b = (read_episode(r.path, decode_images=False) for r in (cut, kept))
+    np.testing.assert_array_equal(b.deltas[:cut.ticks], a.deltas)  # the same episode up to the success tick
+    def opened(ep):  # ticks labelled "open" after the last "closed"
+        return len(ep.deltas) - 1 - np.flatnonzero(ep.deltas[:, 6] == 0.0).max()
+
+    assert opened(a) <= 4 and opened(b) == opened(a) + 25
+    assert b.deltas[-1, 2] > 0  # moving up, away from the stacked cubes
+    assert b.metadata.success is True
+
+
+def test_linger_must_not_be_negative():
+    from mole_inference.errors import ConfigError
+    from mole_inference.sim.demos import DemoConfig
+
+    with pytest.raises(ConfigError, match="linger"):
+        DemoConfig(linger=-0.1)

@@ -36,8 +36,10 @@ def test_cli_eval_end_to_end(tmp_path, capsys):
     assert cv2.imread(str(out / "strip.png")).shape == strip_shape(len(TASKS), 8, 128)
     if importlib.util.find_spec("matplotlib"):  # routing raster per task (the plot extra)
         assert all((out / f"routing_{task}.png").stat().st_size > 1000 for task in TASKS)
+    assert report["per_task"]["stack"]["milestones"] == dict.fromkeys(("reached", "grasped", "lifted", "over_base"),
+                                                                      0.0)  # 0.3 s from home: nowhere near
     printed = capsys.readouterr().out
-    assert "layers run 4.00/8" in printed and "pick" in printed
+    assert "layers run 4.00/8" in printed and "pick" in printed and "over_base 0%" in printed
 
 
 def test_full_router_runs_every_layer_and_is_deterministic():
@@ -103,6 +105,11 @@ def test_expert_through_the_policy_path_solves_every_task(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["expert"] is True and set(report["per_task"]) == set(TASKS)
     assert all(row["successes"] == 2 for row in report["per_task"].values()), report["per_task"]
+    # Every milestone on the way was passed, and seen at the 0.1 s steps (success does not imply them here).
+    assert {task: list(row["milestones"]) for task, row in report["per_task"].items()} == {
+        "touch": [], "push_forward": [], "pick": ["reached", "grasped"],
+        "stack": ["reached", "grasped", "lifted", "over_base"]}
+    assert all(share == 1.0 for row in report["per_task"].values() for share in row["milestones"].values())
     # The envelope clamps a minority of steps: the expert's speed limit equals the robot's default step limit.
     steps = sum(e["steps"] for e in report["episodes"])
     assert sum(e["clamped_steps"] for e in report["episodes"]) < 0.5 * steps

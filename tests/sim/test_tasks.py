@@ -130,3 +130,31 @@ def test_expert_grasps_with_or_without_turning_to_the_cube(turn):
                 assert abs(needed - yaw_at_close) < 0.06  # square to the nearest face
             else:
                 assert abs(yaw_at_close - start) < 0.02  # never turned
+
+
+def test_milestones_name_where_an_episode_got_to(envs):
+    """Hand-made states: at the cube (15 mm, 3 cm above its centre), held by both fingers, held 3 cm up, held
+    within 2 cm of the base; each milestone needs its own condition."""
+    from mole_inference.sim.scene import CUBE_HALF, ObjectState
+
+    env = envs["stack"]
+    env.reset(seed=5, render=False)
+    task, state = env.task, env.state()
+    cube = state.objects[task.target].pos
+    assert task.milestones(state) == dict.fromkeys(task.milestone_names, False)  # at home
+    at = dataclasses.replace(state, ee_pos=cube + np.array([0.01, 0.0, 0.02]))
+    assert task.milestones(at)["reached"] and not task.milestones(at)["grasped"]
+    assert not task.milestones(dataclasses.replace(state, ee_pos=cube + np.array([0.02, 0.0, 0.02])))["reached"]
+    assert not task.milestones(dataclasses.replace(state, ee_pos=cube + np.array([0.0, 0.0, 0.04])))["reached"]
+    both = frozenset({task.target})
+    held = dataclasses.replace(at, left_touching=both, right_touching=both)
+    assert task.milestones(held) == {"reached": True, "grasped": True, "lifted": False, "over_base": False}
+    base = state.objects[task.base].pos
+    for xy, over in ((0.015, True), (0.025, False)):
+        objects = dict(state.objects)
+        objects[task.target] = ObjectState(np.array([base[0] + xy, base[1], 3 * CUBE_HALF + 0.04]),
+                                           state.objects[task.target].quat)
+        carried = dataclasses.replace(held, objects=objects)
+        assert task.milestones(carried)["lifted"] and task.milestones(carried)["over_base"] is over
+        assert not task.milestones(dataclasses.replace(carried, left_touching=frozenset()))["over_base"]
+    assert envs["touch"].task.milestones(state) == {}
