@@ -61,6 +61,8 @@ class AblationEval:
     seed: int = 100_000  # layout seeds seed..seed+episodes-1; keep apart from the demos' seeds
     max_seconds: float | None = None
     replan: int = 1
+    gripper_vote: bool = False  # sim eval --gripper-vote (the robot's handling of a diffusion head's gripper draws)
+    gripper_confirm: float = 0.0  # s, sim eval --gripper-confirm
     video_episodes: int = 0
     threads: int = 0
     device: str = "cpu"
@@ -257,7 +259,8 @@ def _evaluate(cfg: AblationConfig, name: str, ckpt: Path, report_path: Path, qui
     names = e.tasks.split(",") if isinstance(e.tasks, str) else e.tasks
     tasks = tuple(TASKS) if e.tasks == "all" else tuple(t.strip() for t in names if t.strip())
     ecfg = EvalConfig(tasks=tasks, episodes=cfg.quick_episodes if quick else e.episodes, seed=e.seed,
-                      replan=e.replan, max_seconds=e.max_seconds, video_episodes=e.video_episodes)
+                      replan=e.replan, max_seconds=e.max_seconds, video_episodes=e.video_episodes,
+                      gripper_vote=e.gripper_vote, gripper_confirm=e.gripper_confirm)
     if e.threads:
         import torch
 

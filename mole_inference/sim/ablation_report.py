@@ -90,7 +90,9 @@ def write_results(cfg: Any, out: Path, runs: list[Any], quick: bool = False) -> 
     first = rows[0] if rows else {"episodes_per_task": 0, "seed": 0}
     note = (f"{'QUICK run (wiring check, not a result): ' if quick else ''}"
             f"{first['episodes_per_task']} episode(s) per task on layout seeds {first['seed']}.."
-            f"{first['seed'] + first['episodes_per_task'] - 1} for every variant; data {cfg.data}; "
+            f"{first['seed'] + first['episodes_per_task'] - 1} for every variant (gripper vote "
+            f"{'on' if cfg.eval.gripper_vote else 'off'}, confirmation {cfg.eval.gripper_confirm:g} s); "
+            f"data {cfg.data}; "
             "ms / Hz measured on this machine (sim eval's inference time).")
     (out / "results.md").write_text(results_markdown(rows, tasks, note))
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -29,7 +29,8 @@ def ablation_yaml(tmp_path_factory):
     save_model_config(micro_config(), root / "micro.yaml")
     spec = {"data": str(root / "bags"), "config": str(root / "micro.yaml"), "variants": VARIANTS,
             "quick_steps": 2, "quick_episodes": 1, "calibration_samples": 8,
-            "eval": {"tasks": ["pick"], "episodes": 50, "seed": 3, "max_seconds": 0.3}}
+            "eval": {"tasks": ["pick"], "episodes": 50, "seed": 3, "max_seconds": 0.3, "gripper_vote": True,
+                     "gripper_confirm": 0.3}}
     path = root / "ablation.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -53,7 +54,9 @@ def test_quick_ablation_then_resume_skips_finished(ablation_yaml, tmp_path, caps
     assert "star_cogkd" in printed and "trained, evaluated" in printed
 
     results = (out / "results.md").read_text()
-    assert "QUICK" in results and "pick" in results
+    assert "QUICK" in results and "pick" in results and "gripper vote on, confirmation 0.3 s" in results
+    report = json.loads((out / "star_cogkd" / "eval" / "report.json").read_text())
+    assert report["gripper_vote"] is True and report["gripper_confirm"] == 0.3  # as sim eval's options
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())}
     assert list(rows) == VARIANTS
     for name in VARIANTS:
