@@ -50,7 +50,7 @@ pick_stack_round() {
   $mole sim collect-interventions --checkpoint "$1" --tasks pick --episodes 150 --seed "$2" --no-grasp-turn \
     --threads 1 --out "$4" "${@:5}" &
   $mole sim collect-interventions --checkpoint "$1" --tasks stack --episodes 150 --seed "$3" --no-grasp-turn \
-    --threads 1 --out "$4" "${@:5}"
+    --threads 1 --linger 0 --out "$4" "${@:5}"
   wait
 }
 
@@ -67,7 +67,7 @@ train_pair() {
 }
 
 $mole sim record-demos --tasks touch,push_forward,pick --episodes 150 --seed 10000 --out "$work/demos" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 20000 --out "$work/demos"
+$mole sim record-demos --tasks stack --episodes 150 --seed 20000 --linger 0 --out "$work/demos"
 wait
 stage_until $recipe/stage_a_full.yaml "$work/A" "" step_0002500
 $mole train --config $recipe/stage_b_full.yaml --data "$work/demos" --out "$work/B_full" \
@@ -84,13 +84,13 @@ $mole train --config $recipe/stage_e_full.yaml --data "$work/demos" --out "$work
 wait
 # HG-DAgger round 1 (J): turn-above-cube pick/stack demos, E's rollouts with takeovers, union of expert ticks
 $mole sim record-demos --tasks pick --episodes 150 --seed 30000 --out "$work/demos_j" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 40000 --out "$work/demos_j"
+$mole sim record-demos --tasks stack --episodes 150 --seed 40000 --linger 0 --out "$work/demos_j"
 wait
 ckE="$work/E_mole/checkpoints/step_0001200"
 for t in "pick 120 60000" "stack 120 70000" "push_forward 60 80000" "touch 30 90000"; do
   set -- $t
   $mole sim collect-interventions --checkpoint "$ckE" --tasks "$1" --episodes "$2" --seed "$3" --threads 1 \
-    --out "$work/dagger_j"
+    --linger 0 --out "$work/dagger_j"
 done
 link_tasks "$work/data_j/demos" "$work/demos" touch push_forward
 link_tasks "$work/data_j/demos" "$work/demos_j" pick stack
@@ -98,7 +98,7 @@ ln -sfn "$(realpath "$work/dagger_j")" "$work/data_j/dagger"
 train_pair j "$work/data_j" "$ckE" "$work/E_full/checkpoints/step_0001200"
 # round 2 (K): no-turn pick/stack demos, J's rollouts with no-turn takeovers
 $mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn --out "$work/demos_k" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --out "$work/demos_k"
+$mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --linger 0 --out "$work/demos_k"
 wait
 ckJ="$work/J_mole/checkpoints/step_0001500"
 pick_stack_round "$ckJ" 61000 71000 "$work/dagger_k"
@@ -120,7 +120,7 @@ train_pair m "$work/data_l" "$work/L_mole/checkpoints/step_0001500" "$work/L_ful
 # N: the last centimetres: demonstrations that start above the target cube, and round 4 from M with a later drift
 # takeover and the robot's gripper handling while the policy drives
 $mole sim record-demos --tasks pick,stack --episodes 150 --seed 64000 --no-grasp-turn --start-near-target 0.03 \
-  --out "$work/demos_near"
+  --linger 0 --out "$work/demos_near"
 pick_stack_round "$work/M_mole/checkpoints/step_0001500" 63000 73000 "$work/dagger_n" --deviation 0.06 --stall 2.0 \
   --gripper-vote --gripper-confirm 0.3
 mkdir -p "$work/data_n"
