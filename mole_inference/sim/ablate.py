@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,12 @@ def run_ablation(cfg: AblationConfig, out: str | Path, *, resume: bool = False, 
     base_steps = cfg.quick_steps if quick else cfg.base_steps
     steps = cfg.quick_steps if quick else cfg.variant_steps
     base_cfg = cfg.model_config(router={"type": "full"}, training={"distill": "none", "max_steps": base_steps})
-    table = load_source_table(cfg.data, base_cfg, None, None, None)
+    loaded: list[Any] = []
+
+    def table() -> Any:  # the demonstrations, read once and only if something trains or calibrates
+        if not loaded:
+            loaded.append(load_source_table(cfg.data, base_cfg, None, None, None))
+        return loaded[0]
 
     if init is not None:
         from mole_inference.model.checkpoint import read_checkpoint_config
@@ -168,7 +174,7 @@ def run_ablation(cfg: AblationConfig, out: str | Path, *, resume: bool = False, 
     else:
         base = final_checkpoint(out / "base", base_steps)
         if not is_complete(base):
-            _train(base_cfg, table, out / "base", None, progress)
+            _train(base_cfg, table(), out / "base", None, progress)
     runs = []
     for name in cfg.variants:
         runs.append(_run_variant(cfg, name, out / name, base, table, steps, quick, progress))
@@ -186,8 +192,8 @@ def variant_config(cfg: AblationConfig, name: str, steps: int) -> Any:
     return cfg.model_config(router=router, training={"distill": v.distill, "max_steps": steps})
 
 
-def _run_variant(cfg: AblationConfig, name: str, folder: Path, base: Path, table: Any, steps: int, quick: bool,
-                 progress: bool) -> VariantRun:
+def _run_variant(cfg: AblationConfig, name: str, folder: Path, base: Path, table: Callable[[], Any], steps: int,
+                 quick: bool, progress: bool) -> VariantRun:
     v = VARIANTS[name]
     report = folder / "eval" / "report.json"
     trained = evaluated = False
@@ -196,12 +202,12 @@ def _run_variant(cfg: AblationConfig, name: str, folder: Path, base: Path, table
     else:
         ckpt = final_checkpoint(folder, steps)
         if not is_complete(ckpt):
-            _train(variant_config(cfg, name, steps), table, folder, base, progress)
+            _train(variant_config(cfg, name, steps), table(), folder, base, progress)
             trained = True
         if v.router == "dynamic_exit":
             calibrated = folder / "calibrated"
             if trained or not is_complete(calibrated):
-                _calibrate_exit(ckpt, calibrated, table, cfg.calibration_samples)
+                _calibrate_exit(ckpt, calibrated, table(), cfg.calibration_samples)
             ckpt = calibrated
     if trained or not report.is_file():
         _evaluate(cfg, name, ckpt, report, quick)

@@ -42,7 +42,7 @@ def _mtimes(out):
             if p.is_file() and (p.suffix == ".safetensors" or p.name == "report.json")}
 
 
-def test_quick_ablation_then_resume_skips_finished(ablation_yaml, tmp_path, capsys):
+def test_quick_ablation_then_resume_skips_finished(ablation_yaml, tmp_path, capsys, monkeypatch):
     from mole_inference.cli import main
     from mole_inference.errors import ConfigError
     from mole_inference.sim.ablate import load_ablation_config, run_ablation
@@ -76,7 +76,10 @@ def test_quick_ablation_then_resume_skips_finished(ablation_yaml, tmp_path, caps
 
     before = _mtimes(out)
     assert len(before) >= 2 * len(VARIANTS)
-    runs = run_ablation(load_ablation_config(ablation_yaml), out, resume=True, quick=True, progress=False)
+    with monkeypatch.context() as m:  # nothing left to train: the demonstrations are not even read
+        m.setattr("mole_inference.training.sources.load_source_table",
+                  lambda *a: pytest.fail("read the data with nothing to train"))
+        runs = run_ablation(load_ablation_config(ablation_yaml), out, resume=True, quick=True, progress=False)
     assert [(r.trained, r.evaluated) for r in runs] == [(False, False)] * len(VARIANTS)
     assert _mtimes(out) == before  # no checkpoint or report rewritten: nothing trained or evaluated
 
