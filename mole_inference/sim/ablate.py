@@ -38,6 +38,7 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "full": Variant("full", "none", trains=False),  # reference: all K layers (the shared base)
+    "full_same_steps": Variant("full", "none"),  # all K layers trained the variants' steps on their data
     "star_cogkd": Variant("star", "mse+reverse_kl"),  # MoLe: STAR + CogKD (Table 3's mse + reverse KL)
     "star": Variant("star", "none"),  # STAR without CogKD
     "star_cogkd_mse": Variant("star", "mse"),  # Table 3

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.skipif(missing_sim_reason() is not No
                                                   reason=str(missing_sim_reason())),
               pytest.mark.usefixtures("one_torch_thread")]
 
-VARIANTS = ["full", "star_cogkd", "dynamic_exit"]
+VARIANTS = ["full", "full_same_steps", "star_cogkd", "dynamic_exit"]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,8 @@ def test_quick_ablation_then_resume_skips_finished(ablation_yaml, tmp_path, caps
     assert (out / "base" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
     assert (out / "dynamic_exit" / "calibrated" / "config.yaml").is_file()
     assert not (out / "full" / "checkpoints").exists()  # the base itself, not retrained
+    assert rows["full_same_steps"]["layers"] == 4 and rows["full_same_steps"]["router"] == "full"
+    assert (out / "full_same_steps" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
     if importlib.util.find_spec("matplotlib"):
         assert (out / "success_vs_flops.png").stat().st_size > 1000
 
