@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 6.5 h on 2 cores, plus about
-# 2 h of data collection and evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 7 h on 2 cores, plus about
+# 2.5 h of data collection and evaluation).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -16,10 +16,12 @@
 #      1500 steps
 #   L  from K / K': interventions of K (round 3), 1500 steps
 # then M from L / L': the measured pose as an input, 1500 steps on L's data; N from M / M': demonstrations that start
-# above the target cube + round 4 (1500 steps); O from N / N' (shipped): the subgoal knee, 1000 steps.
+# above the target cube + round 4 (1500 steps); O from N / N': the subgoal knee, 1000 steps; R from O and Q' from O':
+# stack demonstrations recorded past the release, 1000 steps; S from R / Q' (shipped): round 5 on stack, 1000 steps.
+# Recordings before Q pass --linger 0: they were made before stack demonstrations went on past success.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
-# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n); this script chains them but
-# was not run end to end (the shipped O was evaluated in two runs, touch + push_forward and pick + stack, same seeds).
+# these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n, runs/i9p); this script
+# chains them but was not run end to end.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 work="${1:-runs/mole-tiny}"
@@ -128,16 +130,38 @@ for d in "$work"/data_l/*; do ln -sfn "$(realpath "$d")" "$work/data_n/$(basenam
 ln -sfn "$(realpath "$work/dagger_n")" "$work/data_n/dagger_n"
 ln -sfn "$(realpath "$work/demos_near")" "$work/data_n/demos_near"
 train_pair n "$work/data_n" "$work/M_mole/checkpoints/step_0001500" "$work/M_full/checkpoints/step_0001500"
-# O (shipped): the subgoal target with a 2 cm knee (training.goal_knee), same data, 1000 steps
+# O: the subgoal target with a 2 cm knee (training.goal_knee), same data, 1000 steps
 train_pair o "$work/data_n" "$work/N_mole/checkpoints/step_0001500" "$work/N_full/checkpoints/step_0001500"
+# Q' and R: stack demonstrations that go on 0.5 s past success (StackTask.linger, the default from here on);
+# Q' continues O', R continues O (Q, a fresh router on O', is the ablation's star_cogkd: recipe/ablation.yaml)
+$mole sim record-demos --tasks stack --episodes 300 --seed 80000 --no-grasp-turn --out "$work/demos_linger" &
+$mole sim record-demos --tasks stack --episodes 150 --seed 82000 --no-grasp-turn --start-near-target 0.03 \
+  --out "$work/demos_linger_near"
+wait
+mkdir -p "$work/stage_q_data"
+for d in "$work"/data_n/* "$work/demos_linger" "$work/demos_linger_near"; do
+  ln -sfn "$(realpath "$d")" "$work/stage_q_data/$(basename "$d")"
+done
+$mole train --config $recipe/stage_r_mole.yaml --data "$work/stage_q_data" --out "$work/R_mole" \
+  --init "$work/O_mole/checkpoints/step_0001000" --no-progress &
+$mole train --config $recipe/stage_q_full.yaml --data "$work/stage_q_data" --out "$work/Q_full" \
+  --init "$work/O_full/checkpoints/step_0001000" --no-progress
+wait
+# S (shipped): HG-DAgger round 5 on stack, rollouts of Q' (the best stacker then), 1000 steps from R / Q'
+$mole sim collect-interventions --checkpoint "$work/Q_full/checkpoints/step_0001000" --tasks stack --episodes 150 \
+  --seed 74000 --no-grasp-turn --threads 1 --deviation 0.06 --stall 2.0 --gripper-vote --gripper-confirm 0.3 \
+  --out "$work/dagger_s"
+mkdir -p "$work/data_s"
+for d in "$work"/stage_q_data/* "$work/dagger_s"; do ln -sfn "$(realpath "$d")" "$work/data_s/$(basename "$d")"; done
+train_pair s "$work/data_s" "$work/R_mole/checkpoints/step_0001000" "$work/Q_full/checkpoints/step_0001000"
 # evaluation as the robot runs it: gripper vote + 0.3 s confirmation
 vote=(--gripper-vote --gripper-confirm 0.3)
-for run in O_mole O_full; do
+for run in S_mole S_full; do
   $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001000" --tasks all --episodes 50 --seed 500000 \
     --threads 1 "${vote[@]}" --out "$work/eval_$run" &
 done
 wait
-$mole sim eval --checkpoint "$work/O_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_O_random"
-$mole sim probe --checkpoint "$work/O_mole/checkpoints/step_0001000" --frames 25 --seed 500000
-$mole sim probe --checkpoint "$work/O_mole/checkpoints/step_0001000" --frames 8 --seed 710000 --grasp
+$mole sim eval --checkpoint "$work/S_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_S_random"
+$mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 25 --seed 500000
+$mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 8 --seed 710000 --grasp
