@@ -56,15 +56,21 @@ pick_stack_round() {
   wait
 }
 
+# train_from CONFIG DATA OUT INIT [ARGS...]: one stage into OUT, starting from the checkpoint INIT
+train_from() {
+  local config=$1 data=$2 out=$3 init=$4
+  shift 4
+  $mole train --config "$config" --data "$data" --out "$out" --init "$init" --no-progress "$@"
+}
+
 # train_pair STAGE DATA INIT_MOLE INIT_FULL [ARGS...]: stage_STAGE_{mole,full}.yaml in parallel into
 # STAGE_{mole,full}, extra ARGS to both
 train_pair() {
-  local stage=$1 data=$2 init_mole=$3 init_full=$4
+  local stage=$1 data=$2 init_mole=$3 init_full=$4 out
   shift 4
-  $mole train --config "$recipe/stage_${stage}_mole.yaml" --data "$data" \
-    --out "$work/$(tr a-z A-Z <<< "$stage")_mole" --init "$init_mole" --no-progress "$@" &
-  $mole train --config "$recipe/stage_${stage}_full.yaml" --data "$data" \
-    --out "$work/$(tr a-z A-Z <<< "$stage")_full" --init "$init_full" --no-progress "$@"
+  out="$work/$(tr a-z A-Z <<< "$stage")"
+  train_from "$recipe/stage_${stage}_mole.yaml" "$data" "${out}_mole" "$init_mole" "$@" &
+  train_from "$recipe/stage_${stage}_full.yaml" "$data" "${out}_full" "$init_full" "$@"
   wait
 }
 
@@ -76,14 +82,8 @@ $mole train --config $recipe/stage_b_full.yaml --data "$work/demos" --out "$work
   --init "$work/A/checkpoints/step_0002500" --no-progress
 stage_until $recipe/stage_c_full.yaml "$work/C_full" "$work/B_full/checkpoints/step_0002000" step_0001500
 ckpt="$work/C_full/checkpoints/step_0001500"
-$mole train --config $recipe/stage_d_mole.yaml --data "$work/demos" --out "$work/D_mole" --init "$ckpt" --no-progress &
-$mole train --config $recipe/stage_d_full.yaml --data "$work/demos" --out "$work/D_full" --init "$ckpt" --no-progress
-wait
-$mole train --config $recipe/stage_e_mole.yaml --data "$work/demos" --out "$work/E_mole" \
-  --init "$work/D_mole/checkpoints/step_0002500" --no-progress &
-$mole train --config $recipe/stage_e_full.yaml --data "$work/demos" --out "$work/E_full" \
-  --init "$work/D_full/checkpoints/step_0002500" --no-progress
-wait
+train_pair d "$work/demos" "$ckpt" "$ckpt"
+train_pair e "$work/demos" "$work/D_mole/checkpoints/step_0002500" "$work/D_full/checkpoints/step_0002500"
 # HG-DAgger round 1 (J): turn-above-cube pick/stack demos, E's rollouts with takeovers, union of expert ticks
 $mole sim record-demos --tasks pick --episodes 150 --seed 30000 --out "$work/demos_j" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 40000 --linger 0 --out "$work/demos_j"
@@ -142,10 +142,8 @@ mkdir -p "$work/stage_q_data"
 for d in "$work"/data_n/* "$work/demos_linger" "$work/demos_linger_near"; do
   ln -sfn "$(realpath "$d")" "$work/stage_q_data/$(basename "$d")"
 done
-$mole train --config $recipe/stage_r_mole.yaml --data "$work/stage_q_data" --out "$work/R_mole" \
-  --init "$work/O_mole/checkpoints/step_0001000" --no-progress &
-$mole train --config $recipe/stage_q_full.yaml --data "$work/stage_q_data" --out "$work/Q_full" \
-  --init "$work/O_full/checkpoints/step_0001000" --no-progress
+train_from $recipe/stage_r_mole.yaml "$work/stage_q_data" "$work/R_mole" "$work/O_mole/checkpoints/step_0001000" &
+train_from $recipe/stage_q_full.yaml "$work/stage_q_data" "$work/Q_full" "$work/O_full/checkpoints/step_0001000"
 wait
 # S (shipped): HG-DAgger round 5 on stack, rollouts of Q' (the best stacker then), 1000 steps from R / Q'
 $mole sim collect-interventions --checkpoint "$work/Q_full/checkpoints/step_0001000" --tasks stack --episodes 150 \
