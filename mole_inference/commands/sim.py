@@ -32,6 +32,13 @@ def _tasks(text: str) -> tuple[str, ...]:
     return tuple(TASKS) if text == "all" else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _linger_arg(p: argparse.ArgumentParser) -> None:
+    """How long a recording goes on after the task is done (`record-demos` and `collect-interventions` alike)."""
+    p.add_argument("--linger", type=float, default=None, metavar="S",
+                   help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
+                   "for the release and the move away, 0 for the others: end at the success tick)")
+
+
 def _gripper_args(p: argparse.ArgumentParser) -> None:
     """How the policy's gripper draws become commands (`sim eval` and `collect-interventions` alike; the robot uses
     the vote and a confirmation, launch/config/robot.yaml)."""
@@ -62,9 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--start-near-target", type=float, default=0.0, metavar="M",
                    help="start above the target cube, off-centre by up to M in x and y, 5-13 cm high, instead of "
                    "around home: the last centimetres of pick/stack (0: off)")
-    r.add_argument("--linger", type=float, default=None, metavar="S",
-                   help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
-                   "for the release and the move away, 0 for the others: end at the success tick)")
+    _linger_arg(r)
     r.add_argument("--keep-failures", action="store_true", help="keep failed episodes too (metadata success=false)")
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
@@ -127,9 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
                    help="the expert turns to the cube's nearest face before grasping (default on; "
                    "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
-    c.add_argument("--linger", type=float, default=None, metavar="S",
-                   help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
-                   "for the release and the move away, 0 for the others: end at the success tick)")
+    _linger_arg(c)
     _gripper_args(c)
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     c.set_defaults(func=run_interventions)

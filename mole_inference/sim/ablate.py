@@ -12,6 +12,7 @@ checkpoints continues with the trainer's resume. Relative paths in the YAML are 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -160,12 +161,8 @@ def run_ablation(cfg: AblationConfig, out: str | Path, *, resume: bool = False, 
     base_steps = cfg.quick_steps if quick else cfg.base_steps
     steps = cfg.quick_steps if quick else cfg.variant_steps
     base_cfg = cfg.model_config(router={"type": "full"}, training={"distill": "none", "max_steps": base_steps})
-    loaded: list[Any] = []
-
-    def table() -> Any:  # the demonstrations, read once and only if something trains or calibrates
-        if not loaded:
-            loaded.append(load_source_table(cfg.data, base_cfg, None, None, None))
-        return loaded[0]
+    # the demonstrations, read once and only if something trains or calibrates
+    table = functools.cache(lambda: load_source_table(cfg.data, base_cfg, None, None, None))
 
     if init is not None:
         from mole_inference.model.checkpoint import read_checkpoint_config

@@ -223,11 +223,10 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
     writer = EpisodeBagWriter(path, config.storage, meta, start_ns=t0, flush_interval_s=None)
     with writer:
         writer.write_text(INSTRUCTION_TOPIC, env.instruction, t0)
-        done, success = False, False
         linger = round((env.task.linger if config.linger is None else config.linger) * config.control_hz)
-        while not done or (success and linger > 0):
-            if done:
-                linger -= 1
+        end: int | None = None  # tick count to stop at, once the task is done (success: plus `linger` ticks)
+        success = False
+        while end is None or ticks < end:
             t = t0 + ticks * dt_ns
             pos, quat = env.scene.ee_pose()
             writer.write(MEASURED_POSE_TOPIC, pose_msg(pos, quat, t), t)
@@ -249,10 +248,11 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
             if width != last_gripper:  # like a gripper action client: a new goal only when the command changes
                 writer.write(GRIPPER_COMMAND_TOPIC, float64(data=width), t)
                 last_gripper = width
-            _, step_done, info = env.step(action, render=False)
-            success = success or (not done and bool(info["success"]))  # judged when it ends, not after lingering
-            done = done or step_done
+            _, done, info = env.step(action, render=False)
             ticks += 1
+            if end is None and done:  # judged when it ends, not after lingering
+                success = bool(info["success"])
+                end = ticks + (linger if success else 0)
         t_end = t0 + ticks * dt_ns
         pos, quat = env.scene.ee_pose()
         writer.write(MEASURED_POSE_TOPIC, pose_msg(pos, quat, t_end), t_end)  # where the last delta led

@@ -245,8 +245,9 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
         obs, done, info = env.step(command_to_env_delta(env, command, gripper), render=render)
         if keep_frames:
             frames.append(obs["wrist_rgb"])
-        for name, now_reached in env.task.milestones(env.state()).items():
-            milestones[name] = milestones[name] or now_reached
+        if milestones:  # tasks with one act have none: no state snapshot per step
+            for name, now_reached in env.task.milestones(env.state()).items():
+                milestones[name] = milestones[name] or now_reached
         step += 1
     return EpisodeOutcome(env.task.name, seed, env.instruction, bool(info["success"]), step, inference_ms, layers,
                           clamped, time.perf_counter() - t_start, frames, routing, milestones)

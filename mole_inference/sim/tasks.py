@@ -193,17 +193,20 @@ class StackTask(Task):
         """Target rests on the base cube, centred within tolerance, and the gripper has let go."""
         top, bottom = state.objects[self.target].pos, state.objects[self.base].pos
         on_top = abs(top[2] - bottom[2] - 2 * CUBE_HALF) < 0.01
-        centred = np.linalg.norm(top[:2] - bottom[:2]) < self.xy_tolerance
         released = self.target not in state.touching
-        return bool(on_top and centred and released and self.base in state.resting_on[self.target])
+        return bool(on_top and self._over_base(state) and released and self.base in state.resting_on[self.target])
 
     def milestones(self, state: SceneState) -> dict[str, bool]:
         """reached, grasped (as pick); lifted: held 3 cm up; over_base: held with its centre within
         `xy_tolerance` of the base's in x/y (a release there would stack it)."""
         held = state.held(self.target)
-        top, bottom = state.objects[self.target].pos, state.objects[self.base].pos
         return {"reached": self._at_target(state), "grasped": held, "lifted": self._lifted(state, 0.03),
-                "over_base": bool(held and np.linalg.norm(top[:2] - bottom[:2]) < self.xy_tolerance)}
+                "over_base": held and self._over_base(state)}
+
+    def _over_base(self, state: SceneState) -> bool:
+        """The target's centre is within `xy_tolerance` of the base's in x/y."""
+        top, bottom = state.objects[self.target].pos, state.objects[self.base].pos
+        return bool(np.linalg.norm(top[:2] - bottom[:2]) < self.xy_tolerance)
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (TouchTask, PushForwardTask, PickTask, StackTask)}
