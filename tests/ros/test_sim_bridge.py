@@ -127,6 +127,26 @@ def test_pose_is_published_like_the_robot_state_broadcaster(ros, bridge, wait):
         ros.client.destroy_subscription(sub)
 
 
+def test_wait_for_stack_starts_the_clock_once_the_stack_hears_and_commands(ros, wait):
+    """With `wait_for_stack` the sim clock waits for a matched pose subscriber and a target publisher (a stack in
+    another process is only there after discovery); then it starts."""
+    topics = {name: f"/wait_test/{name}" for name in ("image_topic", "pose_topic", "target_pose_topic",
+                                                       "status_topic", "gripper_command_topic")}
+    node = ros.add(SimBridgeNode("wait_test_bridge", context=ros.context, parameter_overrides=[
+        Parameter("wait_for_stack", value=True), Parameter("publish_instruction", value=False),
+        *(Parameter(k, value=v) for k, v in topics.items())]))
+    try:
+        time.sleep(1.0)
+        assert not node._thread.is_alive()  # nobody listens: no episode clock runs
+        poses = ros.subscribe(PoseStamped, topics["pose_topic"], qos.ROBOT_STATE)
+        time.sleep(1.0)
+        assert not node._thread.is_alive() and len(poses) == 0  # heard, but nobody commands it yet
+        ros.client.create_publisher(PoseStamped, topics["target_pose_topic"], qos.RELIABLE)
+        assert wait(lambda: node._thread.is_alive() and len(poses) > 0, 10)
+    finally:
+        ros.remove(node)  # its physics and camera must not load the tests after it
+
+
 def test_target_pose_moves_the_arm_there(ros, bridge, wait):
     poses = ros.subscribe(PoseStamped, schema.MEASURED_POSE_TOPIC, qos.ROBOT_STATE)
     assert wait(lambda: len(poses) > 0, 8)

@@ -95,6 +95,9 @@ class SimBridgeConfig:
     target_pose_topic: str = help_field(schema.TARGET_POSE_TOPIC, "absolute PoseStamped targets in")
     gripper_command_topic: str = help_field(schema.GRIPPER_COMMAND_TOPIC, "std_msgs/Float64 finger width in (m)")
     diagnostics_period: float = help_field(1.0, "seconds between /diagnostics messages")
+    wait_for_stack: bool = help_field(False, "start the sim clock only once a subscriber is matched on "
+                                             "pose_topic and a publisher exists on target_pose_topic (the stack "
+                                             "hears the robot and commands it; across processes after discovery)")
 
     def __post_init__(self) -> None:
         positive(self, "control_dt", "camera_rate", "image_size", "max_target_distance", "gripper_open_width",
@@ -154,7 +157,8 @@ class SimBridgeNode(Node):
         self._stop, self._reset_requested, self._reset_done = threading.Event(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="mole_sim", daemon=True)
         # the sim clock starts when the executor spins, i.e. after the other nodes (the policy's model) are up
-        self._starter = self.create_timer(0.0, self._start_thread, callback_group=services)
+        self._starter = self.create_timer(0.0 if not cfg.wait_for_stack else 0.1, self._start_thread,
+                                          callback_group=services)
 
     def _impedance_config(self) -> Any:
         """CRISP gains from `controllers_yaml` (default: the robot's fr3.yaml); built-in defaults without one."""
@@ -180,6 +184,11 @@ class SimBridgeNode(Node):
         return impedance
 
     def _start_thread(self) -> None:
+        if self.cfg.wait_for_stack and (self._pose_pub.get_subscription_count() == 0
+                                        or self.count_publishers(self.cfg.target_pose_topic) == 0):
+            self.get_logger().info("waiting for the stack: a pose subscriber and a target publisher",
+                                   once=True)
+            return
         self.destroy_timer(self._starter)
         if not self._thread.is_alive() and not self._stop.is_set():
             physics_hz = 1 / float(self.env.scene.model.opt.timestep)
