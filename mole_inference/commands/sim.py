@@ -39,6 +39,20 @@ def _linger_arg(p: argparse.ArgumentParser) -> None:
                    "for the release and the move away, 0 for the others: end at the success tick)")
 
 
+def _expert_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """How the scripted expert acts (`record-demos`, `collect-interventions`, `sim eval --expert` alike)."""
+    p.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
+                   help=prefix + "the expert turns to the cube's nearest face before grasping (default on; "
+                   "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
+    p.add_argument("--place-offset", type=float, default=0.008, metavar="M",
+                   help=prefix + "stack: the expert puts the cube up to M off the base's centre in x/y (default "
+                   "0.008; 0: centred, as in the recordings before stage T)")
+    p.add_argument("--release-tol", type=float, default=0.008, metavar="M",
+                   help=prefix + "stack: the expert opens once the TCP is within M of its release pose, the cube "
+                   "2 mm above resting (default 0.008; the recordings before stage T: 0.003 with --place-offset 0, "
+                   "6 mm up)")
+
+
 def _gripper_args(p: argparse.ArgumentParser) -> None:
     """How the policy's gripper draws become commands (`sim eval` and `collect-interventions` alike; the robot uses
     the vote and a confirmation, launch/config/robot.yaml)."""
@@ -74,9 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--binarize-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="send 0/1 gripper commands like the robot's safety envelope (default on)")
     r.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    r.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
-                   help="the expert turns to the cube's nearest face before grasping (default on; "
-                   "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
+    _expert_args(r)
     r.set_defaults(func=run_record)
 
     e = cmds.add_parser("eval", help="closed-loop success of a policy per task, with a JSON report and a strip")
@@ -103,8 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--start-offset", type=float, default=0.0,
                    help="random start TCP around home, +- m (default 0: home; record-demos' value replays demo seeds)")
     e.add_argument("--start-yaw", type=float, default=0.0, help="random start yaw, +- rad (default 0)")
-    e.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
-                   help="--expert only: the expert turns to the cube's nearest face before grasping")
+    _expert_args(e, "--expert only: ")
     e.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="folder for report.json, strip.png")
     e.add_argument("--device", default="cpu")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -129,9 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--gripper-near", type=float, default=0.08, help="see --gripper-window (m)")
     c.add_argument("--start-offset", type=float, default=0.06, help="random start TCP around home, +- m")
     c.add_argument("--start-yaw", type=float, default=0.3, help="random start yaw, +- rad")
-    c.add_argument("--grasp-turn", action=argparse.BooleanOptionalAction, default=True,
-                   help="the expert turns to the cube's nearest face before grasping (default on; "
-                   "--no-grasp-turn: it grasps at the yaw it comes with, as a policy that does not turn)")
+    _expert_args(c)
     _linger_arg(c)
     _gripper_args(c)
     c.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -179,7 +188,8 @@ def run_record(args: argparse.Namespace) -> int:
                      image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
                      start_offset=args.start_offset, start_yaw=args.start_yaw,
                      start_near_target=args.start_near_target, keep_failures=args.keep_failures, storage=args.storage,
-                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn, linger=args.linger)
+                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn, linger=args.linger,
+                     release_tol=args.release_tol, place_offset=args.place_offset)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult) -> None:
             bar.set_postfix_str(f"{result.task} seed {result.seed}: {'ok' if result.success else 'FAIL'}")
@@ -213,7 +223,8 @@ def run_interventions(args: argparse.Namespace) -> int:
                         stall_s=args.stall, gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
                      start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True,
-                     grasp_turn=args.grasp_turn, linger=args.linger)
+                     grasp_turn=args.grasp_turn, linger=args.linger, release_tol=args.release_tol,
+                     place_offset=args.place_offset)
     policy = load_policy(checkpoint=args.checkpoint)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult, took_over_at: int | None) -> None:
@@ -292,7 +303,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      sticky_gripper=args.sticky_gripper,
                      gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,
                      video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
-                     grasp_turn=args.grasp_turn)
+                     grasp_turn=args.grasp_turn, release_tol=args.release_tol, place_offset=args.place_offset)
     if args.threads:
         import torch
 

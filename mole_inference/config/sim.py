@@ -60,6 +60,10 @@ class SimConfig:
     expert_noise_trans: float = 0.0  # m, std of noise on the expert's translation deltas
     expert_noise_rot: float = 0.0  # rad, std of noise on the expert's rotation deltas
     expert_grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (ScriptedExpert)
+    # m, stack (ScriptedExpert): the expert puts the cube up to `expert_place_offset` off the base's centre in x/y
+    # and opens within `expert_release_tol` of the pose 2 mm above resting there
+    expert_release_tol: float = 0.008
+    expert_place_offset: float = 0.008
     start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
     start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
     # m: when > 0 the start TCP is above the task's target cube instead of around home, off its centre by up to
@@ -72,7 +76,9 @@ class SimConfig:
     impedance: ImpedanceConfig = field(default_factory=ImpedanceConfig)
 
     def __post_init__(self) -> None:
-        positive(self, "control_dt", "physics_dt", "image_size")
+        positive(self, "control_dt", "physics_dt", "image_size", "expert_release_tol")
+        check(0 <= self.expert_place_offset <= 0.015, "expert_place_offset", self.expert_place_offset,
+              "must be in [0, 0.015] m (stack succeeds within 2 cm of the base's centre)")
         ratio = self.control_dt / self.physics_dt
         check(abs(ratio - round(ratio)) < 1e-6, "control_dt", self.control_dt,
               f"must be a whole multiple of physics_dt={self.physics_dt}")

@@ -76,6 +76,8 @@ class DemoConfig:
     image_size: int = 224
     binarize_gripper: bool = True  # record/execute 0 or 1, as the robot's SafetyEnvelope sends by default
     grasp_turn: bool = True  # the expert turns to the cube's nearest face before grasping (SimConfig)
+    release_tol: float = 0.008  # m, stack: the expert opens within this of its release pose (SimConfig)
+    place_offset: float = 0.008  # m, stack: how far off the base's centre the expert puts the cube (SimConfig)
     linger: float | None = None  # s recorded after the task is done, the actor still acting; None: each task's
     # own `Task.linger` (stack 0.5 s: the release and the move away; 0 for the others)
 
@@ -213,7 +215,8 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
                                   "noise_rot": config.noise_rot, "dart": config.dart,
                                   "start_offset": config.start_offset, "start_yaw": config.start_yaw,
                                   "start_near_target": config.start_near_target,
-                                  "grasp_turn": config.grasp_turn})
+                                  "grasp_turn": config.grasp_turn, "release_tol": config.release_tol,
+                                  "place_offset": config.place_offset})
     path = new_episode_path(out, env.task.name, t0)
     float64 = default_typestore().types[FLOAT64_TYPE]
     ticks = images = 0
@@ -285,7 +288,8 @@ def record_demos(out: str | Path, config: DemoConfig,
         env = make_env(task, seed=config.seed, control_dt=config.control_dt, image_size=config.image_size,
                        cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot,
                        start_offset=config.start_offset, start_yaw=config.start_yaw,
-                       start_near_target=config.start_near_target, expert_grasp_turn=config.grasp_turn)
+                       start_near_target=config.start_near_target, expert_grasp_turn=config.grasp_turn,
+                       expert_release_tol=config.release_tol, expert_place_offset=config.place_offset)
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:

@@ -128,11 +128,16 @@ class SimEnv:
         """Privileged state (object poses, contacts) for experts and evaluation."""
         return self.scene.state()
 
-    def make_expert(self, rng: np.random.Generator | None = None) -> ScriptedExpert:
-        """A scripted expert for this env's task (call its `reset()` after each env reset)."""
-        return ScriptedExpert(self.task, self.control_dt, self.config.expert_noise_trans,
-                              self.config.expert_noise_rot, rng if rng is not None else self.rng,
-                              grasp_turn=self.config.expert_grasp_turn)
+    def make_expert(self, rng: np.random.Generator | None = None, noisy: bool = True,
+                    control_dt: float | None = None) -> ScriptedExpert:
+        """A scripted expert for this env's task (call its `reset()` after each env reset); `noisy=False`: without
+        the config's DART noise (an operator's clean corrections, `sim eval --expert`); `control_dt`: the period
+        it acts at, when not the env's (a policy's action period)."""
+        cfg = self.config
+        return ScriptedExpert(self.task, control_dt or self.control_dt, cfg.expert_noise_trans if noisy else 0.0,
+                              cfg.expert_noise_rot if noisy else 0.0, rng if rng is not None else self.rng,
+                              grasp_turn=cfg.expert_grasp_turn, release_tol=cfg.expert_release_tol,
+                              place_offset=cfg.expert_place_offset)
 
     def close(self) -> None:
         """Release the renderer's GL context."""

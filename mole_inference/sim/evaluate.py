@@ -51,6 +51,8 @@ class EvalConfig:
     start_offset: float = 0.0  # m, random start TCP around home (SimConfig); the demos' value replays their starts
     start_yaw: float = 0.0  # rad, random start yaw (SimConfig)
     grasp_turn: bool = True  # `--expert` only: whether the scripted expert turns before grasping
+    release_tol: float = 0.008  # `--expert` only, m: stack's release tolerance (ScriptedExpert.release_tol)
+    place_offset: float = 0.008  # `--expert` only, m: stack's placement spread (ScriptedExpert.place_offset)
     sticky_gripper: float = 0.0  # s a policy gripper switch is kept before the next (SafetyConfig); 0: off
     gripper_confirm: float = 0.0  # s the policy must ask for a gripper switch before it is sent (debounce); 0: off
 
@@ -263,7 +265,8 @@ def evaluate(policy: Policy, config: EvalConfig,
     for task_index, task in enumerate(config.tasks):
         overrides = {"max_seconds": config.max_seconds} if config.max_seconds is not None else {}
         overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw,
-                         expert_grasp_turn=config.grasp_turn)
+                         expert_grasp_turn=config.grasp_turn, expert_release_tol=config.release_tol,
+                         expert_place_offset=config.place_offset)
         with make_env(task, seed=config.seed, control_dt=policy.action_dt, cameras=("wrist",), **overrides) as env:
             if hasattr(policy, "env"):  # the scripted expert (sim eval --expert) reads the sim's state
                 policy.env = env

@@ -34,12 +34,10 @@ class ExpertPolicy(Policy):
     def infer(self, image: np.ndarray, instruction: str, *, seed: int | None = None,
               state: np.ndarray | None = None) -> ActionChunk:
         """The expert's next action (gripper binarized) as every row of a chunk."""
-        from mole_inference.sim.expert import ScriptedExpert
-
         if self.env is None:
             raise RuntimeError("ExpertPolicy.env is not set: evaluate() attaches the env before the first episode")
         if self._expert is None:
-            self._expert = ScriptedExpert(self.env.task, self.action_dt, grasp_turn=self.env.config.expert_grasp_turn)
+            self._expert = self.env.make_expert(noisy=False, control_dt=self.action_dt)
             self._expert.reset()
         action = self._expert.act(self.env.state())
         action[6] = 1.0 if action[6] >= 0.5 else 0.0

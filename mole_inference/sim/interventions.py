@@ -81,9 +81,7 @@ class InterventionActor:
         from mole_inference.config.control import SchedulerConfig
         from mole_inference.control.scheduler import ChunkScheduler
         from mole_inference.sim.evaluate import safety_envelope
-        from mole_inference.sim.expert import ScriptedExpert
-
-        self._expert = ScriptedExpert(env.task, self.control_dt, grasp_turn=env.config.expert_grasp_turn)
+        self._expert = env.make_expert(noisy=False, control_dt=self.control_dt)
         self._expert.reset()
         dt = self.policy.action_dt
         self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt,

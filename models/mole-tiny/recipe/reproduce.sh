@@ -18,7 +18,7 @@
 # then M from L / L': the measured pose as an input, 1500 steps on L's data; N from M / M': demonstrations that start
 # above the target cube + round 4 (1500 steps); O from N / N': the subgoal knee, 1000 steps; R from O and Q' from O':
 # stack demonstrations recorded past the release, 1000 steps; S from R / Q' (shipped): round 5 on stack, 1000 steps.
-# Recordings before Q pass --linger 0: they were made before stack demonstrations went on past success.
+# Recordings before Q pass --linger 0 "${old[@]}": they were made before stack demonstrations went on past success.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
 # these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n, runs/i9p); this script
 # chains them but was not run end to end.
@@ -28,6 +28,7 @@ work="${1:-runs/mole-tiny}"
 recipe=models/mole-tiny/recipe
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS=1
 mole=.venv/bin/mole-vla
+old=(--release-tol 0.003 --place-offset 0)  # the stack release of the recordings before stage T
 
 # stage_until CONFIG OUT INIT STEP: train CONFIG into OUT from INIT ("" for none) and stop at checkpoint STEP
 stage_until() {
@@ -52,7 +53,7 @@ pick_stack_round() {
   $mole sim collect-interventions --checkpoint "$1" --tasks pick --episodes 150 --seed "$2" --no-grasp-turn \
     --threads 1 --out "$4" "${@:5}" &
   $mole sim collect-interventions --checkpoint "$1" --tasks stack --episodes 150 --seed "$3" --no-grasp-turn \
-    --threads 1 --linger 0 --out "$4" "${@:5}"
+    --threads 1 --linger 0 "${old[@]}" --out "$4" "${@:5}"
   wait
 }
 
@@ -75,7 +76,7 @@ train_pair() {
 }
 
 $mole sim record-demos --tasks touch,push_forward,pick --episodes 150 --seed 10000 --out "$work/demos" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 20000 --linger 0 --out "$work/demos"
+$mole sim record-demos --tasks stack --episodes 150 --seed 20000 --linger 0 "${old[@]}" --out "$work/demos"
 wait
 stage_until $recipe/stage_a_full.yaml "$work/A" "" step_0002500
 $mole train --config $recipe/stage_b_full.yaml --data "$work/demos" --out "$work/B_full" \
@@ -86,13 +87,13 @@ train_pair d "$work/demos" "$ckpt" "$ckpt"
 train_pair e "$work/demos" "$work/D_mole/checkpoints/step_0002500" "$work/D_full/checkpoints/step_0002500"
 # HG-DAgger round 1 (J): turn-above-cube pick/stack demos, E's rollouts with takeovers, union of expert ticks
 $mole sim record-demos --tasks pick --episodes 150 --seed 30000 --out "$work/demos_j" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 40000 --linger 0 --out "$work/demos_j"
+$mole sim record-demos --tasks stack --episodes 150 --seed 40000 --linger 0 "${old[@]}" --out "$work/demos_j"
 wait
 ckE="$work/E_mole/checkpoints/step_0001200"
 for t in "pick 120 60000" "stack 120 70000" "push_forward 60 80000" "touch 30 90000"; do
   set -- $t
   $mole sim collect-interventions --checkpoint "$ckE" --tasks "$1" --episodes "$2" --seed "$3" --threads 1 \
-    --linger 0 --out "$work/dagger_j"
+    --linger 0 "${old[@]}" --out "$work/dagger_j"
 done
 link_tasks "$work/data_j/demos" "$work/demos" touch push_forward
 link_tasks "$work/data_j/demos" "$work/demos_j" pick stack
@@ -100,7 +101,7 @@ ln -sfn "$(realpath "$work/dagger_j")" "$work/data_j/dagger"
 train_pair j "$work/data_j" "$ckE" "$work/E_full/checkpoints/step_0001200"
 # round 2 (K): no-turn pick/stack demos, J's rollouts with no-turn takeovers
 $mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn --out "$work/demos_k" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --linger 0 --out "$work/demos_k"
+$mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --linger 0 "${old[@]}" --out "$work/demos_k"
 wait
 ckJ="$work/J_mole/checkpoints/step_0001500"
 pick_stack_round "$ckJ" 61000 71000 "$work/dagger_k"
@@ -122,7 +123,7 @@ train_pair m "$work/data_l" "$work/L_mole/checkpoints/step_0001500" "$work/L_ful
 # N: the last centimetres: demonstrations that start above the target cube, and round 4 from M with a later drift
 # takeover and the robot's gripper handling while the policy drives
 $mole sim record-demos --tasks pick,stack --episodes 150 --seed 64000 --no-grasp-turn --start-near-target 0.03 \
-  --linger 0 --out "$work/demos_near"
+  --linger 0 "${old[@]}" --out "$work/demos_near"
 pick_stack_round "$work/M_mole/checkpoints/step_0001500" 63000 73000 "$work/dagger_n" --deviation 0.06 --stall 2.0 \
   --gripper-vote --gripper-confirm 0.3
 mkdir -p "$work/data_n"
@@ -134,9 +135,10 @@ train_pair n "$work/data_n" "$work/M_mole/checkpoints/step_0001500" "$work/M_ful
 train_pair o "$work/data_n" "$work/N_mole/checkpoints/step_0001500" "$work/N_full/checkpoints/step_0001500"
 # Q' and R: stack demonstrations that go on 0.5 s past success (StackTask.linger, the default from here on);
 # Q' continues O', R continues O (Q, a fresh router on O', is the ablation's star_cogkd: recipe/ablation.yaml)
-$mole sim record-demos --tasks stack --episodes 300 --seed 80000 --no-grasp-turn --out "$work/demos_linger" &
+$mole sim record-demos --tasks stack --episodes 300 --seed 80000 --no-grasp-turn "${old[@]}" \
+  --out "$work/demos_linger" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 82000 --no-grasp-turn --start-near-target 0.03 \
-  --out "$work/demos_linger_near"
+  "${old[@]}" --out "$work/demos_linger_near"
 wait
 mkdir -p "$work/stage_q_data"
 for d in "$work"/data_n/* "$work/demos_linger" "$work/demos_linger_near"; do
@@ -148,7 +150,7 @@ wait
 # S (shipped): HG-DAgger round 5 on stack, rollouts of Q' (the best stacker then), 1000 steps from R / Q'
 $mole sim collect-interventions --checkpoint "$work/Q_full/checkpoints/step_0001000" --tasks stack --episodes 150 \
   --seed 74000 --no-grasp-turn --threads 1 --deviation 0.06 --stall 2.0 --gripper-vote --gripper-confirm 0.3 \
-  --out "$work/dagger_s"
+  "${old[@]}" --out "$work/dagger_s"
 mkdir -p "$work/data_s"
 for d in "$work"/stage_q_data/* "$work/dagger_s"; do ln -sfn "$(realpath "$d")" "$work/data_s/$(basename "$d")"; done
 train_pair s "$work/data_s" "$work/R_mole/checkpoints/step_0001000" "$work/Q_full/checkpoints/step_0001000"
