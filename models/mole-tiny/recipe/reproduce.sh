@@ -154,22 +154,6 @@ $mole sim collect-interventions --checkpoint "$work/Q_full/checkpoints/step_0001
 mkdir -p "$work/data_s"
 for d in "$work"/stage_q_data/* "$work/dagger_s"; do ln -sfn "$(realpath "$d")" "$work/data_s/$(basename "$d")"; done
 train_pair s "$work/data_s" "$work/R_mole/checkpoints/step_0001000" "$work/Q_full/checkpoints/step_0001000"
-# T: the release. Every stack recording of the old expert (centred to 1 mm, opened within 3 mm of a pose 6 mm up)
-# is replaced by ones of the expert that puts the cube up to 8 mm off centre and opens within 8 mm of the pose 2 mm
-# above resting (the defaults from here on), plus HG-DAgger round 6 (rollouts of S); 1000 steps from S / S'
-$mole sim record-demos --tasks stack --episodes 300 --seed 84000 --no-grasp-turn --out "$work/demos_release" &
-$mole sim record-demos --tasks stack --episodes 150 --seed 86000 --no-grasp-turn --start-near-target 0.03 \
-  --out "$work/demos_release_near"
-wait
-$mole sim collect-interventions --checkpoint "$work/S_mole/checkpoints/step_0001000" --tasks stack --episodes 150 \
-  --seed 76000 --no-grasp-turn --threads 1 --deviation 0.06 --stall 2.0 --gripper-vote --gripper-confirm 0.3 \
-  --out "$work/dagger_t"
-mkdir -p "$work/data_t"
-for d in "$work"/data_s/*; do
-  case "$(basename "$d")" in demos_linger | demos_linger_near | dagger_s) ;; *) ln -sfn "$(realpath "$d")" "$work/data_t/$(basename "$d")" ;; esac
-done
-for d in demos_release demos_release_near dagger_t; do ln -sfn "$(realpath "$work/$d")" "$work/data_t/$d"; done
-train_pair t "$work/data_t" "$work/S_mole/checkpoints/step_0001000" "$work/S_full/checkpoints/step_0001000"
 # evaluation as the robot runs it: gripper vote + 0.3 s confirmation
 vote=(--gripper-vote --gripper-confirm 0.3)
 for run in S_mole S_full; do
