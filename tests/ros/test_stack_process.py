@@ -101,10 +101,13 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
         window = targets.since(t0)
         stamps = [conv.stamp_to_ns(m.header.stamp) for _, m in window]
         assert np.all(np.diff(stamps) > 0), "target stamps must increase tick by tick"
-        driven = [source_of(m) for _, m in deltas.since(t0)]
         # The policy drives; any other tick is a watchdog hold (a shared 2-core machine can starve the stack's
-        # inference thread: 62 of 91 policy ticks were seen late in the whole suite). Holding then is correct.
-        assert "policy" in driven and set(driven) <= {"policy", "hold"}, driven
+        # inference thread: 62 of 91 policy ticks were seen late in the whole suite, and with two training runs
+        # beside the suite a whole 2 s stretch held). Holding then is correct; the policy must come back.
+        assert wait(lambda: any(source_of(m) == "policy" for _, m in deltas.since(t0)), 20.0), \
+            "the policy never drove after the start command:\n" + "".join(log[-30:])
+        driven = [source_of(m) for _, m in deltas.since(t0)]
+        assert set(driven) <= {"policy", "hold"}, driven
 
         camera_on.clear()  # images stop: hold the measured pose (the exact tick: test_policy_node.py)
         t_off = time.monotonic()
