@@ -140,5 +140,9 @@ def test_stack_drives_holds_and_survives_sigint(ros, msgs, wait, tmp_path):
     assert len(ep.measured_poses) >= 0.5 * during["poses"] > 0, (len(ep.measured_poses), during)
     assert len(ep.frames[schema.IMAGE_TOPIC]) >= 0.3 * during["images"] > 0, (len(ep.frames[schema.IMAGE_TOPIC]),
                                                                                during)
-    assert len(ep.deltas) > 100 and {"policy", "hold"} <= set(ep.delta_sources.tolist())
+    # the deltas the stack published from the start command on (the test's reliable subscription saw them): on a
+    # loaded machine a few miss the bag, as poses do; a fixed count (100) failed with training runs beside the suite
+    published = len(deltas.since(t0))
+    assert len(ep.deltas) >= 0.5 * published > 0, (len(ep.deltas), published)
+    assert {"policy", "hold"} <= set(ep.delta_sources.tolist())
     assert ep.instructions == ["pick up the cup"]
