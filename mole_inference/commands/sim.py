@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mole_inference.config.sim import expert_settings
 from mole_inference.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -188,8 +189,7 @@ def run_record(args: argparse.Namespace) -> int:
                      image_hz=args.image_hz, noise_trans=args.noise, noise_rot=args.noise_rot, dart=args.dart,
                      start_offset=args.start_offset, start_yaw=args.start_yaw,
                      start_near_target=args.start_near_target, keep_failures=args.keep_failures, storage=args.storage,
-                     binarize_gripper=args.binarize_gripper, grasp_turn=args.grasp_turn, linger=args.linger,
-                     release_tol=args.release_tol, place_offset=args.place_offset)
+                     binarize_gripper=args.binarize_gripper, linger=args.linger, **expert_settings(args))
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult) -> None:
             bar.set_postfix_str(f"{result.task} seed {result.seed}: {'ok' if result.success else 'FAIL'}")
@@ -223,8 +223,7 @@ def run_interventions(args: argparse.Namespace) -> int:
                         stall_s=args.stall, gripper_s=args.gripper_window, gripper_near=args.gripper_near)
     cfg = DemoConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, noise_trans=0.0, dart=False,
                      start_offset=args.start_offset, start_yaw=args.start_yaw, keep_failures=True,
-                     grasp_turn=args.grasp_turn, linger=args.linger, release_tol=args.release_tol,
-                     place_offset=args.place_offset)
+                     linger=args.linger, **expert_settings(args))
     policy = load_policy(checkpoint=args.checkpoint)
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(result: EpisodeResult, took_over_at: int | None) -> None:
@@ -303,7 +302,7 @@ def run_eval(args: argparse.Namespace) -> int:
                      sticky_gripper=args.sticky_gripper,
                      gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,
                      video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
-                     grasp_turn=args.grasp_turn, release_tol=args.release_tol, place_offset=args.place_offset)
+                     **expert_settings(args))
     if args.threads:
         import torch
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mole_inference.config.base import check, positive
 
@@ -91,3 +91,18 @@ class SimConfig:
         check(0.0 <= self.start_near_target <= 0.06, "start_near_target", self.start_near_target,
               "must be in [0, 0.06] m")
         check(self.expert_noise_rot >= 0, "expert_noise_rot", self.expert_noise_rot, "must be >= 0")
+
+
+# The scripted expert's settings that record-demos, collect-interventions and `sim eval --expert` take: fields of
+# DemoConfig / EvalConfig and CLI destinations of these names; SimConfig holds each as `expert_<name>`.
+EXPERT_SETTINGS = ("grasp_turn", "release_tol", "place_offset")
+
+
+def expert_settings(source: Any) -> dict[str, Any]:
+    """`{name: value}` of EXPERT_SETTINGS read from a DemoConfig, an EvalConfig or parsed CLI arguments."""
+    return {name: getattr(source, name) for name in EXPERT_SETTINGS}
+
+
+def expert_overrides(source: Any) -> dict[str, Any]:
+    """The same settings as SimConfig fields (`expert_<name>`), for `make_env(..., **overrides)`."""
+    return {f"expert_{name}": value for name, value in expert_settings(source).items()}

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mole_inference.config.base import check
+from mole_inference.config.sim import expert_overrides, expert_settings
 from mole_inference.data.bag_writer import EpisodeBagWriter
 from mole_inference.data.episode_meta import EpisodeMetadata, new_episode_path
 from mole_inference.data.images import header, rgb_to_image_msg
@@ -214,9 +215,7 @@ def record_episode(env: Any, seed: int, out: Path, config: DemoConfig, actor: Ac
                                   "image_hz": config.image_hz, "noise_trans": config.noise_trans,
                                   "noise_rot": config.noise_rot, "dart": config.dart,
                                   "start_offset": config.start_offset, "start_yaw": config.start_yaw,
-                                  "start_near_target": config.start_near_target,
-                                  "grasp_turn": config.grasp_turn, "release_tol": config.release_tol,
-                                  "place_offset": config.place_offset})
+                                  "start_near_target": config.start_near_target, **expert_settings(config)})
     path = new_episode_path(out, env.task.name, t0)
     float64 = default_typestore().types[FLOAT64_TYPE]
     ticks = images = 0
@@ -288,8 +287,7 @@ def record_demos(out: str | Path, config: DemoConfig,
         env = make_env(task, seed=config.seed, control_dt=config.control_dt, image_size=config.image_size,
                        cameras=("wrist",), expert_noise_trans=config.noise_trans, expert_noise_rot=config.noise_rot,
                        start_offset=config.start_offset, start_yaw=config.start_yaw,
-                       start_near_target=config.start_near_target, expert_grasp_turn=config.grasp_turn,
-                       expert_release_tol=config.release_tol, expert_place_offset=config.place_offset)
+                       start_near_target=config.start_near_target, **expert_overrides(config))
         with env:
             kept = attempts = 0
             while kept < config.episodes and attempts < config.episodes * config.max_attempts:

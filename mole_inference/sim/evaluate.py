@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mole_inference.config.base import check
+from mole_inference.config.sim import expert_overrides
 from mole_inference.policy.contract import Policy, state_kwargs
 from mole_inference.sim.tasks import TASKS, make_task
 
@@ -264,9 +265,7 @@ def evaluate(policy: Policy, config: EvalConfig,
     t_start = time.perf_counter()
     for task_index, task in enumerate(config.tasks):
         overrides = {"max_seconds": config.max_seconds} if config.max_seconds is not None else {}
-        overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw,
-                         expert_grasp_turn=config.grasp_turn, expert_release_tol=config.release_tol,
-                         expert_place_offset=config.place_offset)
+        overrides.update(start_offset=config.start_offset, start_yaw=config.start_yaw, **expert_overrides(config))
         with make_env(task, seed=config.seed, control_dt=policy.action_dt, cameras=("wrist",), **overrides) as env:
             if hasattr(policy, "env"):  # the scripted expert (sim eval --expert) reads the sim's state
                 policy.env = env
