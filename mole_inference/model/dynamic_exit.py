@@ -79,18 +79,20 @@ def exit_depths(changes: torch.Tensor, threshold: float, min_layers: int) -> tor
     return depth
 
 
-def calibrate_exit_threshold(model, inputs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+def calibrate_exit_threshold(model, inputs: Iterable[tuple[torch.Tensor, ...]],
                              target: float | None = None, min_layers: int | None = None) -> tuple[float, float]:
-    """(threshold, mean layers) whose mean depth over `inputs` (pixels, ids, text_mask batches) is closest to
-    `target` (default K/2). Candidates are midpoints between the observed changes, so the rule has margin."""
+    """(threshold, mean layers) whose mean depth over `inputs` is closest to `target` (default K/2).
+
+    Each input is a batch (pixels, ids, text_mask) or, for a model with `vision.state_input`, (pixels, ids,
+    text_mask, state). Candidates are midpoints between the observed changes, so the rule has margin."""
     k = model.cfg.llm.num_layers
     target = k / 2 if target is None else target
     min_layers = model.cfg.router.exit_min_layers if min_layers is None else min_layers
     rows = []
     with torch.no_grad():
-        for pixels, ids, mask in inputs:
+        for pixels, ids, mask, *state in inputs:
             img, text = model.encode_image(pixels), model.embed_text(ids)
-            h, key_mask = model.prompt(img, text, mask)
+            h, key_mask = model.prompt(img, text, mask, state[0] if state else None)
             rows.append(cognition_changes(model.llm, h, key_mask).float().cpu())
     changes = torch.cat(rows)  # (N, K)
     values = changes.flatten().unique().tolist()  # ascending

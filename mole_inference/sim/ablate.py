@@ -242,7 +242,8 @@ def _calibrate_exit(ckpt: Path, dest: Path, table: Any, samples: int) -> None:
     model, model_cfg, stats = load_checkpoint(ckpt)
     data = BagDataset(table, model_cfg, stats)
     items = [data[(i, 0)] for i in range(min(samples, len(data)))]
-    batches = [tuple(torch.stack([it[key] for it in items[j:j + 16]]) for key in ("pixels", "ids", "text_mask"))
+    keys = ("pixels", "ids", "text_mask") + (("state",) if model_cfg.vision.state_input else ())
+    batches = [tuple(torch.stack([it[key] for it in items[j:j + 16]]) for key in keys)
                for j in range(0, len(items), 16)]
     threshold, depth = calibrate_exit_threshold(model, batches, target=model_cfg.router.num_active_layers)
     cfg_data = to_dict(model_cfg)

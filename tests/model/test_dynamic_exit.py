@@ -1,5 +1,6 @@
 """DeeR-style dynamic early exit (router.type dynamic_exit) on a micro model: thresholds and calibration."""
 
+import pytest
 import torch
 
 from mole_inference.config import from_dict, preset, to_dict
@@ -16,11 +17,12 @@ MICRO = {
 }
 
 
-def micro(**router) -> MoLeVLA:
+def micro(vision: dict | None = None, **router) -> MoLeVLA:
     base = {"type": "dynamic_exit", "num_active_layers": 3, "proj_dim": 16, "spatial_hidden": 16,
             "encoder_heads": 2, "encoder_ffn": 32}
     torch.manual_seed(0)
-    return MoLeVLA(preset("tiny", **MICRO, router={**base, **router})).eval()
+    shapes = {**MICRO, "vision": {**MICRO["vision"], **(vision or {})}}
+    return MoLeVLA(preset("tiny", **shapes, router={**base, **router})).eval()
 
 
 def with_router(model: MoLeVLA, **router) -> MoLeVLA:
@@ -103,3 +105,20 @@ def test_training_runs_every_layer_and_flops_use_the_calibrated_mean():
     assert f["router"] == 32 * 10 * 4096  # the exit checks: a norm and a relative change per layer
     assert routed_step_flops(cfg) == step_flops(cfg, 16) == f["vision"] + f["router"] + 16 * f["llm_layer"] + \
         f["action_head"]
+
+
+def test_calibration_feeds_the_robot_state_to_a_state_input_model():
+    model = micro(vision={"state_input": True})
+    g = torch.Generator().manual_seed(3)
+    calib = [(*batch, torch.randn(4, 7, generator=g)) for batch in batches(3, b=4, seed=2)]
+    threshold, mean = calibrate_exit_threshold(model, calib)
+    assert threshold > 0 and abs(mean - 3.0) <= 1.0
+    model = with_router(model, exit_threshold=threshold)
+    depths = []
+    with torch.no_grad():
+        for pixels, ids, mask, state in calib:
+            _, _, chosen = model.cognition(pixels, ids, mask, state=state)
+            depths += [len(c) for c in chosen]
+    assert sum(depths) / len(depths) == mean  # the state reached the calibration as it reaches inference
+    with pytest.raises(ValueError, match="state"):
+        calibrate_exit_threshold(model, batches(1))
