@@ -61,6 +61,9 @@ def _gripper_args(p: argparse.ArgumentParser) -> None:
                    help="gripper command = weighted vote of the recent chunks' gripper draws (hysteresis binarizes)")
     p.add_argument("--gripper-confirm", type=float, default=0.0, metavar="S",
                    help="send a policy gripper switch only after it was asked for S seconds in a row (0: off)")
+    p.add_argument("--gripper-lookahead", type=int, default=0, metavar="N",
+                   help="read each chunk's gripper N steps ahead for opening: a release the chunk plans within N "
+                   "steps is sent now; closing is not delayed (SchedulerConfig.gripper_open_lookahead; 0: off)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -232,7 +235,8 @@ def run_interventions(args: argparse.Namespace) -> int:
             bar.update(1)
 
         summary, stats = collect_interventions(policy, args.out, cfg, rule, on_episode,
-                                               gripper_vote=args.gripper_vote, gripper_confirm=args.gripper_confirm)
+                                               gripper_vote=args.gripper_vote, gripper_confirm=args.gripper_confirm,
+                                               gripper_lookahead=args.gripper_lookahead)
     print(f"{'task':<14}{'episodes':>9}{'takeovers':>11}{'policy ok':>11}{'rescued':>9}  takeover rule fired")
     for task, row in stats.items():
         why = ", ".join(f"{k} {v}" for k, v in sorted(row.reasons.items(), key=lambda kv: -kv[1])) or "-"
@@ -297,7 +301,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from mole_inference.sim.strip import save_strip
 
     cfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, seed=args.seed, replan=args.replan,
-                     ensemble=args.ensemble, gripper_vote=args.gripper_vote,
+                     ensemble=args.ensemble, gripper_vote=args.gripper_vote, gripper_lookahead=args.gripper_lookahead,
                      ensemble_horizon=args.ensemble_horizon, ensemble_decay=args.ensemble_decay,
                      sticky_gripper=args.sticky_gripper,
                      gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,

@@ -34,9 +34,16 @@ class SchedulerConfig:
     # chunk covering `now`: with a chunk per step these are independent draws of the diffusion head, so a stray
     # sample is outvoted; the envelope's hysteresis band binarizes the vote. Independent of `ensemble` (motion).
     gripper_ensemble: bool = False
+    # gripper read-ahead (beyond the paper): a chunk's gripper at step k is its most open value over steps
+    # k..k+gripper_open_lookahead, so a release the chunk plans a few steps ahead is sent now (replanning every
+    # step otherwise postpones it with every new chunk); closing is never delayed (a closed value counts only
+    # when the whole window is closed, i.e. from the step the chunk closes). 0: off.
+    gripper_open_lookahead: int = 0
 
     def __post_init__(self) -> None:
         positive(self, "control_rate_hz", "action_dt", "ensemble_horizon")
+        check(self.gripper_open_lookahead >= 0, "gripper_open_lookahead", self.gripper_open_lookahead,
+              "must be >= 0 chunk steps")
         _finite(self, "control_rate_hz", "action_dt", "ensemble_decay")
         check(self.action_dt >= self.control_dt - 1e-12, "action_dt", self.action_dt,
               f"must be >= the control period 1/control_rate_hz={self.control_dt:g} s "

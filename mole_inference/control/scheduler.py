@@ -22,6 +22,11 @@ open and shut. With the vote, the gripper command is the weighted mean (weights 
 kept chunk covering `now`: the fraction of recent draws that say "open", a value in [0, 1] that the safety
 envelope's hysteresis band turns into 0 or 1. The motion part is unchanged (newest chunk, or the ensemble).
 
+Gripper read-ahead (optional, `gripper_open_lookahead` = L steps). A chunk's gripper at step k is its most open
+value over steps k..k+L. A policy replanned every step that plans "open in 3 steps" says so again from the next
+image, and the release never comes; with L >= 3 it is sent now. Closing is not delayed by it: once a chunk closes
+at step k and stays closed, its window is all closed from k on. Applies to the newest chunk and to every voter.
+
 Rotation deltas are normalised on arrival (`transforms.normalize_rotation_delta`: angles outside [-pi, pi]
 become the equivalent angle inside) before any splitting or averaging: a yaw step of 2*pi - 0.1 is the
 rotation -0.1, and a fifth of it per tick must turn the same way, not +1.24 rad per tick the other way round.
@@ -119,15 +124,26 @@ class ChunkScheduler:
                     return None
                 out = step.copy()  # (7,)
                 out[:6] *= self._scale
-            if out is not None and self.config.gripper_ensemble:
-                out[6] = self._gripper_vote(now)
+            if out is not None:
+                out[6] = self._gripper_vote(now) if self.config.gripper_ensemble else self._newest_gripper(now)
             return out
 
-    def _step_at(self, chunk: _Chunk, now: float) -> np.ndarray | None:
+    def _index_at(self, chunk: _Chunk, now: float) -> int | None:
         k = math.floor((now - chunk.start) * self._inv_action_dt + _EPS)
         if k >= chunk.actions.shape[0]:
             return None
-        return chunk.actions[max(k, 0)]  # before the chunk's start (clock skew): its first step
+        return max(k, 0)  # before the chunk's start (clock skew): its first step
+
+    def _step_at(self, chunk: _Chunk, now: float) -> np.ndarray | None:
+        k = self._index_at(chunk, now)
+        return None if k is None else chunk.actions[k]
+
+    def _gripper_at(self, chunk: _Chunk, now: float) -> float | None:
+        """The chunk's gripper for `now`: its most open value over the read-ahead window (None: not covered)."""
+        k = self._index_at(chunk, now)
+        if k is None:
+            return None
+        return float(chunk.actions[k : k + self.config.gripper_open_lookahead + 1, 6].max())
 
     def _ensemble_at(self, now: float) -> np.ndarray | None:
         out: np.ndarray | None = None
@@ -148,12 +164,16 @@ class ChunkScheduler:
         out[:6] *= self._scale / total  # gripper stays the newest covering chunk's
         return out
 
+    def _newest_gripper(self, now: float) -> float:
+        """The newest covering chunk's gripper (the caller only asks when some chunk covers `now`)."""
+        return next(g for c in reversed(self._chunks) if (g := self._gripper_at(c, now)) is not None)
+
     def _gripper_vote(self, now: float) -> float:
         votes = total = 0.0
         for i, chunk in enumerate(reversed(self._chunks)):  # i = 0: newest
-            step = self._step_at(chunk, now)
-            if step is not None:
-                votes += self._weights[i] * step[6]
+            gripper = self._gripper_at(chunk, now)
+            if gripper is not None:
+                votes += self._weights[i] * gripper
                 total += self._weights[i]
         return votes / total  # total > 0: the caller only asks when some chunk covers `now`
 

@@ -45,6 +45,7 @@ class EvalConfig:
     replan: int = 1  # control steps executed from each chunk before the next inference
     ensemble: bool = False  # temporal ensemble over overlapping chunks (ChunkScheduler)
     gripper_vote: bool = False  # gripper = weighted vote of the kept chunks covering the step (ChunkScheduler)
+    gripper_lookahead: int = 0  # chunk steps a planned release is read ahead (SchedulerConfig.gripper_open_lookahead)
     ensemble_horizon: int = 4  # chunks kept for the ensemble and the gripper vote
     ensemble_decay: float = 0.5  # weights exp(-decay * i), i = 0 for the newest chunk
     max_seconds: float | None = None  # episode limit override (None: each task's own)
@@ -71,6 +72,7 @@ class EvalConfig:
         check(self.video_episodes >= 0, "video_episodes", self.video_episodes, "must be >= 0")
         check(self.sticky_gripper >= 0, "sticky_gripper", self.sticky_gripper, "must be >= 0 s")
         check(self.gripper_confirm >= 0, "gripper_confirm", self.gripper_confirm, "must be >= 0 s")
+        check(self.gripper_lookahead >= 0, "gripper_lookahead", self.gripper_lookahead, "must be >= 0 steps")
 
 
 @dataclass
@@ -143,6 +145,7 @@ class EvalReport:
             **meta,
             "seed": self.config.seed, "tasks": list(self.config.tasks), "episodes_per_task": self.config.episodes,
             "replan": self.config.replan, "ensemble": self.config.ensemble, "gripper_vote": self.config.gripper_vote,
+            "gripper_lookahead": self.config.gripper_lookahead,
             "ensemble_horizon": self.config.ensemble_horizon, "ensemble_decay": self.config.ensemble_decay,
             "action_dt": self.action_dt,
             "start_offset": self.config.start_offset, "start_yaw": self.config.start_yaw,
@@ -215,6 +218,7 @@ def run_episode(env: Any, policy: Policy, config: EvalConfig, task_index: int, e
     noise_rng = np.random.default_rng([config.seed, task_index, episode])
     scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / dt, action_dt=dt, ensemble=config.ensemble,
                                                gripper_ensemble=config.gripper_vote,
+                                               gripper_open_lookahead=config.gripper_lookahead,
                                                ensemble_horizon=config.ensemble_horizon,
                                                ensemble_decay=config.ensemble_decay))
     envelope = safety_envelope(dt, config.sticky_gripper, config.gripper_confirm)

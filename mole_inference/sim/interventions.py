@@ -61,11 +61,12 @@ class InterventionActor:
     notes = "policy rollout in the MuJoCo FR3 sim with scripted-expert takeovers (HG-DAgger)"
 
     def __init__(self, policy: Policy, control_dt: float, rule: TakeoverRule | None = None,
-                 gripper_vote: bool = False, gripper_confirm: float = 0.0) -> None:
+                 gripper_vote: bool = False, gripper_confirm: float = 0.0, gripper_lookahead: int = 0) -> None:
         self.policy, self.control_dt, self.rule = policy, control_dt, rule or TakeoverRule()
         # how the policy's gripper draws become commands while it drives, as `sim eval --gripper-vote
         # --gripper-confirm` (the robot's defaults): roll out the policy the way it will be deployed
         self.gripper_vote, self.gripper_confirm = gripper_vote, gripper_confirm
+        self.gripper_lookahead = gripper_lookahead
         self.took_over_at: int | None = None  # tick of the takeover in the current episode
         self.reason = ""  # which rule fired: away, stall, gripper, time
         self._expert: Any = None
@@ -85,7 +86,8 @@ class InterventionActor:
         self._expert.reset()
         dt = self.policy.action_dt
         self._scheduler = ChunkScheduler(SchedulerConfig(control_rate_hz=1.0 / self.control_dt, action_dt=dt,
-                                                         gripper_ensemble=self.gripper_vote))
+                                                         gripper_ensemble=self.gripper_vote,
+                                                         gripper_open_lookahead=self.gripper_lookahead))
         self._envelope = safety_envelope(self.control_dt, gripper_confirm=self.gripper_confirm)
         self._distances = deque(maxlen=1 + round(max(self.rule.window_s, self.rule.stall_s) / self.control_dt))
         self._waypoint = None
@@ -162,14 +164,15 @@ class InterventionStats:
 
 
 def collect_interventions(policy: Policy, out: str, config: Any, rule: TakeoverRule | None = None,
-                          on_episode: Any = None, gripper_vote: bool = False,
-                          gripper_confirm: float = 0.0) -> tuple[Any, dict[str, InterventionStats]]:
+                          on_episode: Any = None, gripper_vote: bool = False, gripper_confirm: float = 0.0,
+                          gripper_lookahead: int = 0) -> tuple[Any, dict[str, InterventionStats]]:
     """Record `config.episodes` policy episodes per task (a `DemoConfig`: rates, seeds, start poses) with expert
-    takeovers; every episode is kept (failed ones too: their expert ticks are still labels). `gripper_vote` and
-    `gripper_confirm` (s) drive the policy's gripper as `sim eval`'s options of the same names."""
+    takeovers; every episode is kept (failed ones too: their expert ticks are still labels). `gripper_vote`,
+    `gripper_confirm` (s) and `gripper_lookahead` (steps) drive the policy's gripper as `sim eval`'s options of the
+    same names."""
     from mole_inference.sim.demos import record_demos
 
-    actor = InterventionActor(policy, config.control_dt, rule, gripper_vote, gripper_confirm)
+    actor = InterventionActor(policy, config.control_dt, rule, gripper_vote, gripper_confirm, gripper_lookahead)
     stats: dict[str, InterventionStats] = {}
 
     def on_result(result: Any) -> None:

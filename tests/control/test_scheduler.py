@@ -187,6 +187,42 @@ def test_gripper_vote_counts_only_chunks_covering_now_and_combines_with_the_moti
     assert off.next_action(0.15)[6] == 1.0  # without the vote: the newest chunk's gripper
 
 
+def closed_then(open_from: int, n: int = 8, reclose_at: int | None = None) -> np.ndarray:
+    """Chunk that is closed (0) until step `open_from`, open after (until `reclose_at`)."""
+    chunk = ramp_chunk(0.0, n=n, gripper=0.0)
+    chunk[open_from:reclose_at, 6] = 1.0
+    return chunk
+
+
+def test_gripper_read_ahead_sends_a_planned_release_now_and_never_delays_a_close():
+    cfg = SchedulerConfig(control_rate_hz=10.0, action_dt=0.1, gripper_open_lookahead=3)
+    s = ChunkScheduler(cfg)
+    s.push(closed_then(3), 0.0, 0.0)  # the chunk opens at its step 3
+    assert [s.next_action(0.1 * k + 0.01)[6] for k in range(5)] == [1.0] * 5  # read 3 steps ahead: open at once
+    plain = ChunkScheduler(SchedulerConfig(control_rate_hz=10.0, action_dt=0.1))
+    plain.push(closed_then(3), 0.0, 0.0)
+    assert [plain.next_action(0.1 * k + 0.01)[6] for k in range(5)] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    s.push(closed_then(4), 0.5, 0.5)  # opens 4 steps ahead: one step beyond the window
+    assert [s.next_action(0.5 + 0.1 * k + 0.01)[6] for k in range(3)] == [0.0, 1.0, 1.0]
+    grasp = 1.0 - closed_then(2)  # open, then closing at step 2 and staying closed
+    s.push(grasp, 1.0, 1.0)
+    assert [s.next_action(1.0 + 0.1 * k + 0.01)[6] for k in range(4)] == [1.0, 1.0, 0.0, 0.0]  # closes on time
+    s.push(closed_then(1, reclose_at=2), 2.0, 2.0)  # a one-step "open" draw inside the window opens too
+    assert s.next_action(2.01)[6] == 1.0
+    assert s.next_action(2.41)[6] == 0.0  # window past it
+
+
+def test_gripper_read_ahead_applies_to_every_voter():
+    cfg = SchedulerConfig(control_rate_hz=10.0, action_dt=0.1, gripper_ensemble=True, ensemble_decay=0.0,
+                          gripper_open_lookahead=2)
+    s = ChunkScheduler(cfg)
+    s.push(closed_then(4), 0.0, 0.0)  # at 0.2 s its window (steps 2..4) holds the open at 4
+    s.push(closed_then(6), 0.1, 0.1)  # at 0.2 s its window (steps 1..3) is closed
+    assert s.next_action(0.21)[6] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="gripper_open_lookahead"):
+        SchedulerConfig(gripper_open_lookahead=-1)
+
+
 def test_push_from_worker_thread_while_ticking():
     s = ChunkScheduler(SchedulerConfig(ensemble=True))
     stop = threading.Event()
