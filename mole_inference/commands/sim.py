@@ -102,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--expert", action="store_true",
                      help="the scripted expert through the same chunk/safety path (the action interface's ceiling)")
     e.add_argument("--router", choices=ROUTERS, help="swap the router (ablations); default: the checkpoint's")
+    e.add_argument("--active-layers", type=int, default=None, metavar="K",
+                   help="run K of the LLM's layers per inference with the same weights (the router's top-k; "
+                   "default: the checkpoint's)")
     e.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
     e.add_argument("--episodes", type=int, default=10, help="episodes per task")
     e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
@@ -317,7 +320,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
         policy = ExpertPolicy()
     else:
-        policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router)
+        policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router,
+                             active_layers=args.active_layers)
     load_s = time.perf_counter() - t0
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(outcome: EpisodeOutcome) -> None:

@@ -11,8 +11,12 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def load_policy(checkpoint: str | Path | None = None, preset: str | None = None, backend: str = "torch",
-                device: str = "cpu", dtype: str = "float32", router: str | None = None) -> Policy:
+                device: str = "cpu", dtype: str = "float32", router: str | None = None,
+                active_layers: int | None = None) -> Policy:
     """A Policy from a checkpoint folder, or from a preset with random weights.
+
+    `router` swaps the router type and `active_layers` its top-k (torch backend: the routing is part of the graph
+    in exported folders and engines).
 
     `onnxruntime`: `checkpoint` is a `mole-vla export` folder and `dtype` picks its variant ("float32" or "int8");
     `tensorrt`: `checkpoint` is a `mole-vla build-engine` folder (precision fixed at build time).
@@ -20,8 +24,9 @@ def load_policy(checkpoint: str | Path | None = None, preset: str | None = None,
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
     if backend != "torch":
-        if checkpoint is None or preset is not None or router is not None:
-            raise ConfigError(f"backend={backend!r}: pass checkpoint= (an export or engine folder), no preset/router")
+        if checkpoint is None or preset is not None or router is not None or active_layers is not None:
+            raise ConfigError(f"backend={backend!r}: pass checkpoint= (an export or engine folder), no preset, "
+                              "router or active_layers")
         if backend == "onnxruntime":
             from mole_inference.runtime.onnx_backend import OnnxPolicy
 
@@ -36,8 +41,10 @@ def load_policy(checkpoint: str | Path | None = None, preset: str | None = None,
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     if checkpoint is not None:
-        return TorchPolicy.from_checkpoint(checkpoint, device, dtype, router=router)
+        return TorchPolicy.from_checkpoint(checkpoint, device, dtype, router=router, active_layers=active_layers)
     from mole_inference.config import preset as load_preset
 
-    cfg = load_preset(preset, **({"router": {"type": router}} if router else {}))
+    override = {**({"type": router} if router else {}),
+                **({"num_active_layers": active_layers} if active_layers is not None else {})}
+    cfg = load_preset(preset, **({"router": override} if override else {}))
     return TorchPolicy.from_config(cfg, device, dtype)

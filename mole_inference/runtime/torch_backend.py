@@ -64,16 +64,20 @@ class TorchPolicy(StagedPolicy):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32",
-                        router: str | None = None) -> TorchPolicy:
+                        router: str | None = None, active_layers: int | None = None) -> TorchPolicy:
         """Load a checkpoint folder; `router` swaps the router type (ablations: random, early_exit, full, and
-        mod / dynamic_exit, whose own settings come from the checkpoint's router section)."""
+        mod / dynamic_exit, whose own settings come from the checkpoint's router section); `active_layers` runs
+        the same weights at another top-k (the paper's Fig. 3 budget axis, at inference only)."""
         from mole_inference.config import from_dict, to_dict
         from mole_inference.model.checkpoint import load_checkpoint, read_checkpoint_config
 
         cfg = None
-        if router is not None:
+        if router is not None or active_layers is not None:
             data = to_dict(read_checkpoint_config(path)[0])
-            data["router"]["type"] = router
+            if router is not None:
+                data["router"]["type"] = router
+            if active_layers is not None:
+                data["router"]["num_active_layers"] = active_layers
             cfg = from_dict(ModelConfig, data)
         model, cfg, stats = load_checkpoint(path, cfg=cfg)
         return cls(model, cfg, stats, device, dtype)
