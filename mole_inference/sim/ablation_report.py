@@ -61,18 +61,45 @@ def _ci(ci: list[float]) -> str:
     return f"CI {100 * ci[0]:.0f}-{100 * ci[1]:.0f} %"
 
 
+def label_heights(points: list[tuple[float, float]], gap: float, x_tol: float) -> list[float]:
+    """Label heights for `points` (x, y) so that labels of points within `x_tol` of each other in x are at least
+    `gap` apart in y, in the points' order of y, the stack centred on its points (mean offset 0). One height per
+    point, in the input order."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    heights = [y for _, y in points]
+    clusters: list[list[int]] = []
+    for i in order:  # consecutive in x: one cluster while within x_tol of its first member
+        if clusters and points[i][0] - points[clusters[-1][0]][0] <= x_tol:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    for members in clusters:
+        members.sort(key=lambda i: points[i][1])
+        placed: list[float] = []
+        for i in members:  # bottom up, each at least `gap` above the one below
+            placed.append(max(points[i][1], placed[-1] + gap) if placed else points[i][1])
+        shift = (sum(placed) - sum(points[i][1] for i in members)) / len(members)  # centre the stack on them
+        for i, h in zip(members, placed, strict=True):
+            heights[i] = h - shift
+    return heights
+
+
 def success_vs_flops_png(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Mean success (Wilson 95 % error bars) against GFLOPs per step, one labelled point per variant."""
+    """Mean success (Wilson 95 % error bars) against GFLOPs per step, one labelled point per variant (labels of
+    variants at the same compute are stacked apart, with a leader line to their point)."""
     from mole_inference.analysis.plots import COLORS, new_figure, save
 
     fig = new_figure(7.0, 4.2)
     ax = fig.add_subplot()
-    for i, r in enumerate(rows):
+    points = [(r["gflops"], 100 * r["success_rate"]) for r in rows]
+    span = (max(x for x, _ in points) - min(x for x, _ in points)) if points else 0.0
+    heights = label_heights(points, gap=4.0, x_tol=0.02 * span)
+    for i, (r, (x, y), h) in enumerate(zip(rows, points, heights, strict=True)):
         lo, hi = r["ci95"]
-        y = 100 * r["success_rate"]
-        ax.errorbar([r["gflops"]], [y], yerr=[[y - 100 * lo], [100 * hi - y]], fmt="o", capsize=3,
-                    color=COLORS[i % len(COLORS)])
-        ax.annotate(r["variant"], (r["gflops"], y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        color = COLORS[i % len(COLORS)]
+        ax.errorbar([x], [y], yerr=[[y - 100 * lo], [100 * hi - y]], fmt="o", capsize=3, color=color)
+        ax.annotate(r["variant"], (x, y), xytext=(x + 0.012 * (span or 1.0), h), textcoords="data", fontsize=7,
+                    va="center", arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5})
     ax.set_xlabel("GFLOPs per control step")
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(-5, 105)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 
 import pytest
@@ -102,3 +103,17 @@ def test_unknown_variant_is_a_clear_error(tmp_path):
     path.write_text(yaml.safe_dump({"data": "bags", "preset": "tiny", "variants": ["star_cogkd", "stra"]}))
     with pytest.raises(ConfigError, match=r"bad.yaml.*'stra'.*did you mean 'star'"):
         load_ablation_config(path)
+
+
+def test_labels_at_the_same_compute_are_stacked_apart_in_order_and_others_stay_put():
+    from mole_inference.sim.ablation_report import label_heights
+
+    points = [(0.34, 58.0), (0.48, 72.0), (0.34, 57.0), (0.27, 50.0), (0.34, 65.0), (0.341, 64.0)]
+    h = label_heights(points, gap=4.0, x_tol=0.004)
+    cluster = [0, 2, 4, 5]
+    ys = sorted(cluster, key=lambda i: points[i][1])
+    assert [h[i] for i in ys] == sorted(h[i] for i in cluster)  # the labels keep the points' order
+    stacked = sorted(h[i] for i in cluster)
+    assert min(b - a for a, b in itertools.pairwise(stacked)) >= 4.0 - 1e-9
+    assert abs(sum(h[i] - points[i][1] for i in cluster)) < 1e-9  # centred on the cluster
+    assert h[1] == 72.0 and h[3] == 50.0  # alone at their compute: at their point
