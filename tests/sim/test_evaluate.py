@@ -23,10 +23,11 @@ def test_cli_eval_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "eval"
     rc = main(["sim", "eval", "--preset", "tiny", "--episodes", "1", "--seed", "7", "--max-seconds", "0.3",
-               "--threads", "1", "--out", str(out)])
+               "--threads", "1", "--gripper-lookahead", "3", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["preset"] == "tiny" and report["router"] == "star" and report["seed"] == 7
+    assert report["gripper_lookahead"] == 3
     assert set(report["per_task"]) == set(TASKS) and len(report["episodes"]) == len(TASKS)
     for ep in report["episodes"]:
         assert ep["steps"] == 3 and ep["inferences"] == 3 and ep["success"] is False  # random weights
@@ -54,6 +55,15 @@ def test_full_router_runs_every_layer_and_is_deterministic():
     fa, fb = a.episodes[0].frames, b.episodes[0].frames
     assert len(fa) == 4 and not np.array_equal(fa[0], fa[-1])  # the arm moved
     np.testing.assert_array_equal(fa[-1], fb[-1])  # same seed, same noise, same motion
+
+
+def test_active_layers_sets_the_budget_of_a_preset_and_of_the_random_router():
+    from mole_inference.runtime import load_policy
+    from mole_inference.sim.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(tasks=("touch",), episodes=1, seed=2, max_seconds=0.2)
+    assert evaluate(load_policy(preset="tiny", active_layers=2), cfg).layers_run == [2, 2]
+    assert evaluate(load_policy(preset="tiny", router="random", active_layers=6), cfg).layers_run == [6, 6]
 
 
 def test_bad_checkpoint_is_one_line_error(tmp_path, capsys):
