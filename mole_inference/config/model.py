@@ -117,6 +117,10 @@ class RouterConfig:
     mod_capacity: float = 0.5  # mod: share of the prompt's tokens each layer processes (cognition token included)
     exit_threshold: float = 0.0  # dynamic_exit: relative change of the cognition feature below which it exits
     exit_min_layers: int = 1  # dynamic_exit: layers run before an exit is allowed
+    # dynamic_exit training: "every_layer" trains the full depth only (the exit is inference-only); "random_depth"
+    # trains each sample through the first j layers, j uniform in [exit_min_layers, K] per sample and step, so the
+    # head learns every exit's cognition feature (DeeR trains a loss at every exit; this is its stochastic form)
+    exit_training: Literal["every_layer", "random_depth"] = "every_layer"
 
     def __post_init__(self) -> None:
         positive(self, "num_active_layers", "proj_dim", "spatial_hidden", "encoder_layers", "encoder_heads",

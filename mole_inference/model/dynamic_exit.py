@@ -4,7 +4,9 @@ Layers run in order; after layer j the cognition feature f_j = norm(h_j[-1]) (wh
 given on exiting there) is compared with f_{j-1} (f_0: the normed cognition input embedding), and the sample
 exits once ||f_j - f_{j-1}|| / ||f_{j-1}|| < `exit_threshold` and j >= `exit_min_layers`. Threshold 0 never
 exits (all K layers). DeeR compares consecutive action predictions of its exits; we compare the cognition
-feature, which conditions the action head and costs no extra head call. Training runs every layer.
+feature, which conditions the action head and costs no extra head call. Training runs every layer
+(`exit_training: every_layer`), or each sample through a random depth (`random_depth`, `exit_depth_gate`), so the
+head meets every exit's feature in training as DeeR's exits do.
 `calibrate_exit_threshold` picks the threshold whose mean depth on calibration inputs is closest to a target
 (K/2 by default, the compute budget of MoLe at k = K/2).
 """
@@ -17,6 +19,14 @@ from collections.abc import Iterable
 import torch
 
 from mole_inference.model.llm import MoLeLLM, attention_bias
+
+
+def exit_depth_gate(batch: int, num_layers: int, min_layers: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training gate (B, K) of `exit_training: random_depth`: row b is 1 on its first j_b layers and 0 after, j_b
+    uniform in [min_layers, K] (each exit depth trained equally often, the full depth included)."""
+    depth = torch.randint(min_layers, num_layers + 1, (batch, 1), generator=generator, device=device)
+    return (torch.arange(num_layers, device=device).unsqueeze(0) < depth).float()
 
 
 def relative_change(new: torch.Tensor, old: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from mole_inference.config.model import ModelConfig
 from mole_inference.model.action_head import DiTActionHead
 from mole_inference.model.diffusion import DDIMScheduler
-from mole_inference.model.dynamic_exit import run_with_exit
+from mole_inference.model.dynamic_exit import exit_depth_gate, run_with_exit
 from mole_inference.model.film import TextFiLM
 from mole_inference.model.flow_expert import FlowExpert, PrefixKV
 from mole_inference.model.flow_matching import euler_sample
@@ -207,7 +207,8 @@ class MoLeVLA(nn.Module):
         """Training pass: hidden states (B, S, D), router output and the straight-through gate (B, K).
 
         `full=True` runs every layer on every token (the CogKD teacher). With the mod router every layer runs
-        on its top-c tokens (the gate is all ones); dynamic_exit trains every layer (it exits at inference only).
+        on its top-c tokens (the gate is all ones); dynamic_exit trains every layer (it exits at inference only), or
+        with `exit_training: random_depth` each sample through its first j layers (model/dynamic_exit.py).
         `suffix` (B, n) token ids appended after the prompt (teacher forcing of the autoregressive family): the
         hidden states are then (B, S + n, D), the first S those of the prompt alone (causal attention).
         `cache` (flow family, routed pass): an empty LayerCache that records every layer's prefix keys/values.
@@ -224,5 +225,9 @@ class MoLeVLA(nn.Module):
         if self.cfg.router.type == "mod":
             hidden = mod_forward(self.llm, self.router, h, key_mask, self.cfg.router.mod_capacity, train=True)
             return hidden, out, torch.ones_like(out.probs)
+        r = self.cfg.router
+        if r.type == "dynamic_exit" and r.exit_training == "random_depth":
+            gate = exit_depth_gate(out.probs.shape[0], self.num_layers, r.exit_min_layers, out.probs.device)
+            return self.hidden_states(h, key_mask, gate=gate.to(h.dtype), cache=cache), out, gate
         gate = straight_through_gate(out.probs, self.router.k)
         return self.hidden_states(h, key_mask, gate=gate, cache=cache), out, gate

@@ -35,6 +35,7 @@ class Variant:
     distill: str
     active_share: float | None = None
     trains: bool = True  # False: the shared base model itself, evaluated as is
+    router_extra: tuple[tuple[str, Any], ...] = ()  # further router settings, e.g. (("exit_training", ...),)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -48,7 +49,8 @@ VARIANTS: dict[str, Variant] = {
     "linear": Variant("linear", "mse+reverse_kl"),  # router ablation, rest as MoLe
     "random": Variant("random", "none"),  # Table 1 baselines
     "early_exit": Variant("early_exit", "none"),
-    "dynamic_exit": Variant("dynamic_exit", "none"),
+    "dynamic_exit": Variant("dynamic_exit", "none"),  # trained at full depth, exits at inference only
+    "dynamic_exit_trained": Variant("dynamic_exit", "none", router_extra=(("exit_training", "random_depth"),)),
     "mod": Variant("mod", "none"),
     "star_cogkd_k25": Variant("star", "mse+reverse_kl", 0.25),  # Fig. 3: other compute budgets
     "star_cogkd_k75": Variant("star", "mse+reverse_kl", 0.75),
@@ -184,7 +186,7 @@ def variant_config(cfg: AblationConfig, name: str, steps: int) -> Any:
     """The ModelConfig variant `name` trains with: the base config, its router / distill / k, `steps` steps."""
     v = VARIANTS[name]
     k_total = cfg.model_config().llm.num_layers
-    router: dict[str, Any] = {"type": v.router}
+    router: dict[str, Any] = {"type": v.router, **dict(v.router_extra)}
     if v.active_share is not None:
         router["num_active_layers"] = max(1, round(v.active_share * k_total))
     return cfg.model_config(router=router, training={"distill": v.distill, "max_steps": steps})

@@ -122,3 +122,31 @@ def test_calibration_feeds_the_robot_state_to_a_state_input_model():
     assert sum(depths) / len(depths) == mean  # the state reached the calibration as it reaches inference
     with pytest.raises(ValueError, match="state"):
         calibrate_exit_threshold(model, batches(1))
+
+
+def test_exit_depth_gate_is_a_prefix_of_every_depth_from_the_minimum():
+    from mole_inference.model.dynamic_exit import exit_depth_gate
+
+    gate = exit_depth_gate(400, 6, 2, generator=torch.Generator().manual_seed(0))
+    depth = gate.sum(dim=1).long()
+    assert torch.equal(gate, (torch.arange(6).unsqueeze(0) < depth.unsqueeze(1)).float())  # 1s then 0s
+    assert set(depth.tolist()) == {2, 3, 4, 5, 6}  # each exit trained, the full depth included
+
+
+def test_random_depth_training_runs_each_sample_through_its_first_layers_only():
+    model = micro(exit_training="random_depth", exit_min_layers=2).train()
+    pixels, ids, mask = batches(1, b=8, seed=4)[0]
+    torch.manual_seed(5)
+    hidden, _, gate = model.forward_train(pixels, ids, mask)
+    depth = gate.sum(dim=1).long()
+    assert torch.equal(gate, (torch.arange(6).unsqueeze(0) < depth.unsqueeze(1)).float())
+    assert depth.min() >= 2 and len(set(depth.tolist())) > 1  # per sample, not one depth per batch
+    model.eval()  # no dropout here: the same layers run as inference with those layers listed
+    with torch.no_grad():
+        for b in range(8):
+            cog, _, chosen = model.cognition(pixels[b : b + 1], ids[b : b + 1], mask[b : b + 1],
+                                             layers=range(int(depth[b])))
+            assert chosen == [list(range(int(depth[b])))]
+            torch.testing.assert_close(hidden[b, -1], cog[0], atol=1e-5, rtol=1e-5)
+    every = micro(exit_min_layers=2).train()  # the default trains the full depth
+    assert every.forward_train(pixels, ids, mask)[2].sum(dim=1).tolist() == [6.0] * 8
