@@ -124,8 +124,10 @@ class ChunkScheduler:
                     return None
                 out = step.copy()  # (7,)
                 out[:6] *= self._scale
-            if out is not None:
-                out[6] = self._gripper_vote(now) if self.config.gripper_ensemble else self._newest_gripper(now)
+            if out is not None and self.config.gripper_ensemble:
+                out[6] = self._gripper_vote(now)
+            elif out is not None and self.config.gripper_open_lookahead:
+                out[6] = self._newest_gripper(now)  # without read-ahead out[6] is already the newest step's
             return out
 
     def _index_at(self, chunk: _Chunk, now: float) -> int | None:

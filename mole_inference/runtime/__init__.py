@@ -38,13 +38,12 @@ def load_policy(checkpoint: str | Path | None = None, preset: str | None = None,
         return TensorRTPolicy(checkpoint, device if device.startswith("cuda") else "cuda")
     if (checkpoint is None) == (preset is None):
         raise ConfigError("load_policy: pass exactly one of checkpoint= or preset=")
-    from mole_inference.runtime.torch_backend import TorchPolicy
+    from mole_inference.runtime.torch_backend import TorchPolicy, router_overrides
 
     if checkpoint is not None:
         return TorchPolicy.from_checkpoint(checkpoint, device, dtype, router=router, active_layers=active_layers)
     from mole_inference.config import preset as load_preset
 
-    override = {**({"type": router} if router else {}),
-                **({"num_active_layers": active_layers} if active_layers is not None else {})}
-    cfg = load_preset(preset, **({"router": override} if override else {}))
+    overrides = router_overrides(router, active_layers)
+    cfg = load_preset(preset, **({"router": overrides} if overrides else {}))
     return TorchPolicy.from_config(cfg, device, dtype)

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def router_overrides(router: str | None = None, active_layers: int | None = None) -> dict[str, object]:
+    """RouterConfig fields to change for `router` (type) and `active_layers` (top-k); empty when both are None."""
+    out: dict[str, object] = {}
+    if router is not None:
+        out["type"] = router
+    if active_layers is not None:
+        out["num_active_layers"] = active_layers
+    return out
+
+
 def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     """Validate a device/dtype pair; CUDA requested where absent is a BackendUnavailableError."""
     if dtype not in DTYPES:
@@ -72,12 +82,9 @@ class TorchPolicy(StagedPolicy):
         from mole_inference.model.checkpoint import load_checkpoint, read_checkpoint_config
 
         cfg = None
-        if router is not None or active_layers is not None:
+        if overrides := router_overrides(router, active_layers):
             data = to_dict(read_checkpoint_config(path)[0])
-            if router is not None:
-                data["router"]["type"] = router
-            if active_layers is not None:
-                data["router"]["num_active_layers"] = active_layers
+            data["router"].update(overrides)
             cfg = from_dict(ModelConfig, data)
         model, cfg, stats = load_checkpoint(path, cfg=cfg)
         return cls(model, cfg, stats, device, dtype)
