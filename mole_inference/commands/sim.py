@@ -105,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--active-layers", type=int, default=None, metavar="K",
                    help="run K of the LLM's layers per inference with the same weights (the router's top-k; "
                    "default: the checkpoint's)")
+    e.add_argument("--cfg-scale", type=float, default=None, metavar="S",
+                   help="classifier-free guidance of the diffusion head (1: off, CogACT's default 1.5; needs a "
+                   "model trained with cond_dropout > 0; default: the checkpoint's)")
     e.add_argument("--tasks", type=_tasks, default="all", help="comma-separated task names, or 'all'")
     e.add_argument("--episodes", type=int, default=10, help="episodes per task")
     e.add_argument("--seed", type=int, default=0, help="layout seeds seed..seed+N-1; policy noise derived from it")
@@ -321,7 +324,7 @@ def run_eval(args: argparse.Namespace) -> int:
         policy = ExpertPolicy()
     else:
         policy = load_policy(checkpoint=args.checkpoint, preset=args.preset, device=args.device, router=args.router,
-                             active_layers=args.active_layers)
+                             active_layers=args.active_layers, cfg_scale=args.cfg_scale)
     load_s = time.perf_counter() - t0
     with _progress(len(cfg.tasks) * cfg.episodes, "ep") as bar:
         def on_episode(outcome: EpisodeOutcome) -> None:
@@ -330,9 +333,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
         report = evaluate(policy, cfg, on_episode)
     router = args.router or getattr(getattr(getattr(policy, "cfg", None), "router", None), "type", None)
+    head = getattr(getattr(policy, "cfg", None), "action_head", None)
     data = report.to_dict(checkpoint=args.checkpoint, preset=args.preset, expert=args.expert, router=router,
-                          device=args.device,
-                          load_s=round(load_s, 2))
+                          cfg_scale=getattr(head, "cfg_scale", None), device=args.device, load_s=round(load_s, 2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     rows = strip_rows(report)

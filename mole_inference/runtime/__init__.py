@@ -12,11 +12,11 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 def load_policy(checkpoint: str | Path | None = None, preset: str | None = None, backend: str = "torch",
                 device: str = "cpu", dtype: str = "float32", router: str | None = None,
-                active_layers: int | None = None) -> Policy:
+                active_layers: int | None = None, cfg_scale: float | None = None) -> Policy:
     """A Policy from a checkpoint folder, or from a preset with random weights.
 
-    `router` swaps the router type and `active_layers` its top-k (torch backend: the routing is part of the graph
-    in exported folders and engines).
+    `router` swaps the router type, `active_layers` its top-k and `cfg_scale` the diffusion head's classifier-free
+    guidance (torch backend: routing and guidance are part of the graph in exported folders and engines).
 
     `onnxruntime`: `checkpoint` is a `mole-vla export` folder and `dtype` picks its variant ("float32" or "int8");
     `tensorrt`: `checkpoint` is a `mole-vla build-engine` folder (precision fixed at build time).
@@ -24,9 +24,9 @@ def load_policy(checkpoint: str | Path | None = None, preset: str | None = None,
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: expected one of {list(BACKENDS)}")
     if backend != "torch":
-        if checkpoint is None or preset is not None or router is not None or active_layers is not None:
+        if checkpoint is None or preset is not None or any(v is not None for v in (router, active_layers, cfg_scale)):
             raise ConfigError(f"backend={backend!r}: pass checkpoint= (an export or engine folder), no preset, "
-                              "router or active_layers")
+                              "router, active_layers or cfg_scale (the exported graph fixes them)")
         if backend == "onnxruntime":
             from mole_inference.runtime.onnx_backend import OnnxPolicy
 
@@ -38,12 +38,12 @@ def load_policy(checkpoint: str | Path | None = None, preset: str | None = None,
         return TensorRTPolicy(checkpoint, device if device.startswith("cuda") else "cuda")
     if (checkpoint is None) == (preset is None):
         raise ConfigError("load_policy: pass exactly one of checkpoint= or preset=")
-    from mole_inference.runtime.torch_backend import TorchPolicy, router_overrides
+    from mole_inference.runtime.torch_backend import TorchPolicy, config_overrides
 
     if checkpoint is not None:
-        return TorchPolicy.from_checkpoint(checkpoint, device, dtype, router=router, active_layers=active_layers)
+        return TorchPolicy.from_checkpoint(checkpoint, device, dtype, router=router, active_layers=active_layers,
+                                           cfg_scale=cfg_scale)
     from mole_inference.config import preset as load_preset
 
-    overrides = router_overrides(router, active_layers)
-    cfg = load_preset(preset, **({"router": overrides} if overrides else {}))
+    cfg = load_preset(preset, **config_overrides(router, active_layers, cfg_scale))
     return TorchPolicy.from_config(cfg, device, dtype)

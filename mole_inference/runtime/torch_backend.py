@@ -22,13 +22,17 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def router_overrides(router: str | None = None, active_layers: int | None = None) -> dict[str, object]:
-    """RouterConfig fields to change for `router` (type) and `active_layers` (top-k); empty when both are None."""
-    out: dict[str, object] = {}
+def config_overrides(router: str | None = None, active_layers: int | None = None,
+                     cfg_scale: float | None = None) -> dict[str, dict[str, object]]:
+    """ModelConfig sections and fields to change for `router` (type), `active_layers` (top-k) and `cfg_scale`
+    (the diffusion head's classifier-free guidance); empty when all are None."""
+    out: dict[str, dict[str, object]] = {}
     if router is not None:
-        out["type"] = router
+        out.setdefault("router", {})["type"] = router
     if active_layers is not None:
-        out["num_active_layers"] = active_layers
+        out.setdefault("router", {})["num_active_layers"] = active_layers
+    if cfg_scale is not None:
+        out.setdefault("action_head", {})["cfg_scale"] = cfg_scale
     return out
 
 
@@ -74,17 +78,20 @@ class TorchPolicy(StagedPolicy):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", dtype: str = "float32",
-                        router: str | None = None, active_layers: int | None = None) -> TorchPolicy:
+                        router: str | None = None, active_layers: int | None = None,
+                        cfg_scale: float | None = None) -> TorchPolicy:
         """Load a checkpoint folder; `router` swaps the router type (ablations: random, early_exit, full, and
         mod / dynamic_exit, whose own settings come from the checkpoint's router section); `active_layers` runs
-        the same weights at another top-k (the paper's Fig. 3 budget axis, at inference only)."""
+        the same weights at another top-k (the paper's Fig. 3 budget axis, at inference only); `cfg_scale` sets
+        the diffusion head's classifier-free guidance (needs a model trained with `cond_dropout` > 0)."""
         from mole_inference.config import from_dict, to_dict
         from mole_inference.model.checkpoint import load_checkpoint, read_checkpoint_config
 
         cfg = None
-        if overrides := router_overrides(router, active_layers):
+        if overrides := config_overrides(router, active_layers, cfg_scale):
             data = to_dict(read_checkpoint_config(path)[0])
-            data["router"].update(overrides)
+            for section, fields in overrides.items():
+                data[section].update(fields)
             cfg = from_dict(ModelConfig, data)
         model, cfg, stats = load_checkpoint(path, cfg=cfg)
         return cls(model, cfg, stats, device, dtype)

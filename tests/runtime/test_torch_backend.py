@@ -26,3 +26,22 @@ def test_active_layers_beyond_the_llm_or_on_an_exported_graph_is_a_config_error(
         load_policy(tiny_checkpoint, active_layers=9)
     with pytest.raises(ConfigError, match="active_layers"):
         load_policy(tiny_checkpoint, backend="onnxruntime", active_layers=2)
+
+
+def test_cfg_scale_sets_the_heads_guidance_on_the_same_weights(tiny_checkpoint, image):
+    default = load_policy(tiny_checkpoint)
+    guided = load_policy(tiny_checkpoint, cfg_scale=2.0)
+    assert default.cfg.action_head.cfg_scale == 1.0 and guided.cfg.action_head.cfg_scale == 2.0
+    a = default.infer(image, "pick up the red cube", seed=3)
+    b = guided.infer(image, "pick up the red cube", seed=3)
+    np.testing.assert_allclose(a.routing.probs, b.routing.probs)  # guidance is the head's alone
+    assert not np.allclose(a.actions, b.actions)
+    same = load_policy(tiny_checkpoint, cfg_scale=1.0).infer(image, "pick up the red cube", seed=3)
+    np.testing.assert_allclose(same.actions, a.actions)
+
+
+def test_cfg_scale_below_one_or_on_an_exported_graph_is_a_config_error(tiny_checkpoint):
+    with pytest.raises(ConfigError, match="cfg_scale"):
+        load_policy(tiny_checkpoint, cfg_scale=0.5)
+    with pytest.raises(ConfigError, match="cfg_scale"):
+        load_policy(tiny_checkpoint, backend="onnxruntime", cfg_scale=1.5)
