@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mole_inference.config.sim import expert_settings
-from mole_inference.errors import BackendUnavailableError
+from mole_inference.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from mole_inference.sim.demos import EpisodeResult
@@ -313,6 +313,11 @@ def run_eval(args: argparse.Namespace) -> int:
                      gripper_confirm=args.gripper_confirm, max_seconds=args.max_seconds,
                      video_episodes=args.video_episodes, start_offset=args.start_offset, start_yaw=args.start_yaw,
                      **expert_settings(args))
+    model_only = [flag for flag, value in (("--router", args.router), ("--active-layers", args.active_layers),
+                                           ("--cfg-scale", args.cfg_scale)) if value is not None]
+    if args.expert and model_only:
+        raise ConfigError(f"sim eval --expert: {', '.join(model_only)} set a model's inference; the scripted expert "
+                          "has none")
     if args.threads:
         import torch
 

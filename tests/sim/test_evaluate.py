@@ -125,6 +125,15 @@ def test_expert_through_the_policy_path_solves_every_task(tmp_path):
     assert sum(e["clamped_steps"] for e in report["episodes"]) < 0.5 * steps
 
 
+@pytest.mark.parametrize("flag", [["--router", "random"], ["--active-layers", "2"], ["--cfg-scale", "1.5"]])
+def test_model_inference_options_with_the_expert_are_a_usage_error(tmp_path, capsys, flag):
+    from mole_inference.cli import main
+
+    assert main(["sim", "eval", "--expert", *flag, "--episodes", "1", "--out", str(tmp_path)]) == 2
+    assert f"{flag[0]} set a model's inference" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_expert_policy_needs_an_env():
     from mole_inference.sim.expert_policy import ExpertPolicy
 
