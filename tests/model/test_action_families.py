@@ -199,19 +199,24 @@ def test_shipped_checkpoint_chunk_is_unchanged():
     """The shipped checkpoint's chunk for a fixed image, instruction and seed, as recorded (first before the families
     existed; re-recorded with unchanged code when the shipped weights changed to stage K, and to stage M, which reads
     the robot state): the diffusion path stays what was evaluated. Re-record only together with new shipped
-    weights."""
+    weights. `guided`: the same chunk with the head's guidance the checkpoint ships with since session 11 (recorded
+    after the unguided chunk was checked unchanged)."""
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     ckpt = models_dir() / "mole-tiny"
     if not (ckpt / "model.safetensors").is_file():
         pytest.skip("models/mole-tiny is not present")
     golden = json.loads(GOLDEN.read_text())
-    policy = TorchPolicy.from_checkpoint(ckpt)
-    assert policy.model.family == "diffusion"
     image = np.random.default_rng(golden["image_rng_seed"]).integers(0, 256, golden["image_shape"], dtype=np.uint8)
-    chunk = policy.infer(image, golden["instruction"], seed=golden["seed"], **state_kwargs(policy, golden.get("state")))
-    assert list(chunk.routing.layers) == golden["layers"]
-    np.testing.assert_allclose(chunk.actions, np.array(golden["actions"]), rtol=0, atol=1e-6)
+    shipped = TorchPolicy.from_checkpoint(ckpt)
+    assert shipped.model.family == "diffusion"
+    assert shipped.cfg.action_head.cfg_scale == golden["guided"]["cfg_scale"]
+    unguided = TorchPolicy.from_checkpoint(ckpt, cfg_scale=golden["cfg_scale"])
+    for policy, want in ((unguided, golden["actions"]), (shipped, golden["guided"]["actions"])):
+        chunk = policy.infer(image, golden["instruction"], seed=golden["seed"],
+                             **state_kwargs(policy, golden.get("state")))
+        assert list(chunk.routing.layers) == golden["layers"]
+        np.testing.assert_allclose(chunk.actions, np.array(want), rtol=0, atol=1e-6)
 
 
 def test_info_and_bench_commands(capsys):
