@@ -84,7 +84,7 @@ def test_load_policy_picks_the_backend_and_checks_its_arguments(tiny_export):
     assert isinstance(load_policy(tiny_export, backend="onnxruntime"), OnnxPolicy)
     with pytest.raises(CheckpointError, match="no 'int8' variant"):
         load_policy(tiny_export, backend="onnxruntime", dtype="int8")
-    with pytest.raises(ConfigError, match="no preset, router or active_layers"):
+    with pytest.raises(ConfigError, match="no preset, router, active_layers or cfg_scale"):
         load_policy(preset="tiny", backend="onnxruntime")
     with pytest.raises(ConfigError, match="'float32' or 'int8'"):
         load_policy(tiny_export, backend="onnxruntime", dtype="bfloat16")
