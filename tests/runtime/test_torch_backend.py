@@ -45,3 +45,15 @@ def test_cfg_scale_below_one_or_on_an_exported_graph_is_a_config_error(tiny_chec
         load_policy(tiny_checkpoint, cfg_scale=0.5)
     with pytest.raises(ConfigError, match="cfg_scale"):
         load_policy(tiny_checkpoint, backend="onnxruntime", cfg_scale=1.5)
+
+
+def test_cfg_scale_on_a_head_without_guidance_is_a_config_error(tmp_path):
+    from mole_inference.config import preset
+    from mole_inference.model.action_stats import ActionStats
+    from mole_inference.model.checkpoint import save_checkpoint
+    from mole_inference.model.vla import MoLeVLA
+
+    cfg = preset("openvla-tiny")
+    ckpt = save_checkpoint(tmp_path / "ovla", MoLeVLA(cfg), cfg, ActionStats.identity(7))
+    with pytest.raises(ConfigError, match="the diffusion head's; this checkpoint's head is 'autoregressive'"):
+        load_policy(ckpt, cfg_scale=1.5)
