@@ -180,6 +180,8 @@ class ActionHeadConfig:
         check(self.cfg_scale >= 1.0, "cfg_scale", self.cfg_scale, "must be >= 1 (1 disables guidance)")
         check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", self.cond_dropout, "must be in [0, 1)")
         check(self.type in ACTION_FAMILIES, "type", self.type, f"must be one of {list(ACTION_FAMILIES)}")
+        check(self.cfg_scale == 1.0 or self.type == "diffusion", "cfg_scale", self.cfg_scale,
+              f"classifier-free guidance is the diffusion head's; this head is {self.type!r}")
         positive(self, "flow_steps", "flow_time_alpha")
         check(0.0 <= self.flow_time_min < 1.0, "flow_time_min", self.flow_time_min, "must be in [0, 1)")
         if self.head_dim is not None:

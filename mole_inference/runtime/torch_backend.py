@@ -93,9 +93,6 @@ class TorchPolicy(StagedPolicy):
             for section, fields in overrides.items():
                 data[section].update(fields)
             cfg = from_dict(ModelConfig, data)
-            if cfg_scale is not None and cfg.action_head.type != "diffusion":
-                raise ConfigError(f"cfg_scale={cfg_scale}: classifier-free guidance is the diffusion head's; this "
-                                  f"checkpoint's head is {cfg.action_head.type!r}")
         model, cfg, stats = load_checkpoint(path, cfg=cfg)
         return cls(model, cfg, stats, device, dtype)
 

@@ -32,6 +32,7 @@ def test_presets_load_with_paper_defaults():
     ({"router": {"type": "stat"}}, "did you mean 'star'"),
     ({"router": {"num_active_layers": 9}}, "router.num_active_layers=9"),
     ({"action_head": {"cfg_scale": 0.5}}, "cfg_scale=0.5"),
+    ({"action_head": {"type": "flow", "cfg_scale": 1.5}}, "this head is 'flow'"),
     ({"vison": {}}, "did you mean 'vision'"),
     ({"vision": {"image_size": 100}}, "vision.image_size=100"),
 ])

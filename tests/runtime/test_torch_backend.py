@@ -55,5 +55,7 @@ def test_cfg_scale_on_a_head_without_guidance_is_a_config_error(tmp_path):
 
     cfg = preset("openvla-tiny")
     ckpt = save_checkpoint(tmp_path / "ovla", MoLeVLA(cfg), cfg, ActionStats.identity(7))
-    with pytest.raises(ConfigError, match="the diffusion head's; this checkpoint's head is 'autoregressive'"):
+    with pytest.raises(ConfigError, match="the diffusion head's; this head is 'autoregressive'"):
         load_policy(ckpt, cfg_scale=1.5)
+    with pytest.raises(ConfigError, match="the diffusion head's; this head is 'flow'"):
+        load_policy(preset="pi0-tiny", cfg_scale=1.5)
