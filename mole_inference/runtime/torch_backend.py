@@ -99,12 +99,15 @@ class TorchPolicy(StagedPolicy):
     @classmethod
     def from_config(cls, cfg: ModelConfig, device: str = "cpu", dtype: str = "float32",
                     seed: int = 0) -> TorchPolicy:
-        """Random weights (no checkpoint): for benchmarks and wiring tests; identity action stats."""
+        """Random weights (no checkpoint): for benchmarks and wiring tests; identity action stats. The weights are
+        drawn on the target device (a 7B preset initialises in seconds on a GPU, not minutes on the host)."""
         from mole_inference.model.vla import MoLeVLA
 
         torch.manual_seed(seed)
         log.warning("building %s with random weights: actions are meaningless", cfg.name)
-        return cls(MoLeVLA(cfg), cfg, ActionStats.identity(cfg.action_head.action_dim), device, dtype)
+        with torch.device(resolve_device(device, dtype)[0]):
+            model = MoLeVLA(cfg)
+        return cls(model, cfg, ActionStats.identity(cfg.action_head.action_dim), device, dtype)
 
     @classmethod
     def from_preset(cls, name: str, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> TorchPolicy:

@@ -1,6 +1,7 @@
-"""Training data sources behind one spec: a folder of episode bags, or `lerobot:DIR` (a LeRobot v3.x dataset).
+"""Training data sources behind one spec: a folder of episode bags, `lerobot:DIR` (a LeRobot v3.x dataset) or
+`cache:FILE` (a `table_cache` file written by `mole-vla data cache`).
 
-Both give the same `SampleTable` (frame, instruction, action chunk at `action_dt`, mask, source). A LeRobot
+All give the same `SampleTable` (frame, instruction, action chunk at `action_dt`, mask, source). A LeRobot
 dataset has one action per row at its fps; with m = action_dt * fps rows per action (a positive integer),
 chunk step j of row i sums the motion of rows i + j*m .. i + (j+1)*m - 1 and takes the gripper of the last
 one, as `windows` sums recorded ticks; its source is the majority over those rows (a vote over rows, not
@@ -70,13 +71,18 @@ def lerobot_episode_samples(root: str | Path, cfg: ModelConfig, image_key: str |
 
 def load_source_table(spec: str | Path, cfg: ModelConfig, image_key: str | None = None,
                       action_key: str | None = None, state_key: str | None = None) -> SampleTable:
-    """`lerobot:DIR` -> a LeRobot dataset's samples; anything else -> the episode bags under it (`load_table`)."""
+    """`lerobot:DIR` -> a LeRobot dataset's samples; `cache:FILE` -> a cached table; anything else -> the episode
+    bags under it (`load_table`)."""
+    from mole_inference.training.table_cache import CACHE_PREFIX, load_table_cache
+
     text = str(spec)
     if not text.startswith(LEROBOT_PREFIX):
         given = [flag for flag, v in (("--image-key", image_key), ("--action-key", action_key),
                                       ("--state-key", state_key)) if v]
         if given:
             raise InputError(f"{', '.join(given)} apply to LeRobot data: pass --data {LEROBOT_PREFIX}DIR")
+        if text.startswith(CACHE_PREFIX):
+            return load_table_cache(text[len(CACHE_PREFIX):], cfg)
         return load_table(spec, cfg)
     root = Path(text[len(LEROBOT_PREFIX):]).expanduser()
     episodes = lerobot_episode_samples(root, cfg, image_key, action_key, state_key)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the workplace's device tool: an H100/H200, 15 device-minutes per session):
+#   1. `mole-vla bench` of the three 7B presets in bf16, full vs MoLe (issue #13) -> $OUT/bench.jsonl
+#   2. stage V of models/mole-tiny (issue #9): S continued with MoLe (STAR + CogKD) and, beside it on the same GPU,
+#      its all-layers twin, same data, init, batch and steps. A 100-step probe of both measures steps/s, then the
+#      step budget is sized to fit TRAIN_S seconds. -> $OUT/{mole,full}.tar (final checkpoint + metrics.csv)
+# Usage, from the repository root on that machine (its python3 holds torch, transformers, opencv; nothing here
+# needs rosbags or MuJoCo: the data travels as one `mole-vla data cache` file):
+#   bash benchmarks/gpu_session.sh CACHE_NPZ TRAIN_S
+# A dry run on a CPU (wiring only): DEVICE=cpu PRESETS=tiny DTYPE=float32 PROBE_STEPS=4 BATCH=4 bash ... CACHE 20
+set -uo pipefail
+cache=$1 train_s=$2
+device=${DEVICE:-cuda} presets=${PRESETS:-cogact-7b openvla-7b pi0} dtype=${DTYPE:-bfloat16}
+probe_steps=${PROBE_STEPS:-100}
+out=${OUT:-/tmp/gpu_out}
+work=/tmp/gpu_work
+mkdir -p "$out" "$work"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+mole() { python3 -m mole_inference.cli "$@"; }
+recipe=models/mole-tiny/recipe
+log() { echo "[$(date +%T)] $*"; }
+
+log "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "$device")"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+# 1. stage V's probe first (a training bug shows before the bench spends device time): both runs together,
+# then the step budget is sized to train_s
+train() {  # train NAME CONFIG OUT STEPS [ARGS]
+  local name=$1 config=$2 dir=$3 steps=$4
+  shift 4
+  mole train --config "$config" --data "cache:$cache" --out "$dir" --init models/mole-tiny --steps "$steps" \
+    --device "$device" --no-progress "$@" > "$work/$name.log" 2>&1
+}
+for v in mole full; do train "probe_$v" "$recipe/stage_v_$v.yaml" "$work/probe_$v" "$probe_steps" --batch-size "${BATCH:-256}" & done
+wait
+rate=$(python3 - "$work" <<'EOF'
+import csv, sys
+rates = []
+for v in ("mole", "full"):
+    rows = list(csv.DictReader(open(f"{sys.argv[1]}/probe_{v}/metrics.csv")))
+    rates.append(float(rows[-1]["steps_per_s"]))
+print(min(rates))
+EOF
+) || { log "probe failed"; tail -n 20 "$work"/probe_*.log; cp "$work"/probe_*.log "$out/"; rate=0; }
+steps=$(python3 -c "print(max($probe_steps, min(20000, int($rate * $train_s * 0.9) // 100 * 100)))")
+log "probe: $rate steps/s with both runs on the GPU -> $steps steps each"
+
+# 2. the 7B presets, random weights drawn on the GPU, bf16, full vs MoLe interleaved
+for p in $presets; do
+  log "bench $p"
+  timeout 150 python3 -m mole_inference.cli bench --preset "$p" --device "$device" --dtype "$dtype" --iters 20 \
+    --warmup 5 --json > "$work/bench_$p.json" 2> "$work/bench_$p.err" || { log "bench $p failed"; tail -n 5 "$work/bench_$p.err"; }
+  python3 -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$work/bench_$p.json" \
+    >> "$out/bench.jsonl" || true
+done
+[ "$device" = cuda ] && python3 - $presets >> "$out/bench.jsonl" <<'EOF' || true
+# peak memory of one bf16 forward per preset (full layers vs MoLe), in a fresh process
+import json, sys, torch
+import numpy as np
+from mole_inference.runtime.torch_backend import TorchPolicy
+for name in sys.argv[1:]:
+    pol = TorchPolicy.from_preset(name, "cuda", "bfloat16")
+    pixels, ids, mask = pol.prepare(np.zeros((480, 640, 3), np.uint8), "pick up the red cube")
+    noise = np.zeros((1, pol.chunk_size, 7), np.float32)
+    row = {"preset": name, "weights_gb": torch.cuda.memory_allocated() / 2**30}
+    for tag, layers in (("full", list(range(pol.num_layers))), ("mole", None)):
+        torch.cuda.reset_peak_memory_stats()
+        pol.run(pixels, ids, mask, noise, layers=layers)
+        row[f"peak_{tag}_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps({"memory": row}))
+    del pol
+    torch.cuda.empty_cache()
+EOF
+log "bench done"
+
+
+# 3. stage V proper
+[ "$rate" = 0 ] && { ls -la "$out"; exit 1; }
+for v in mole full; do train "$v" "$recipe/stage_v_$v.yaml" "$work/$v" "$steps" --batch-size "${BATCH:-256}" & done
+wait
+log "training done"
+for v in mole full; do
+  ck=$(cat "$work/$v/checkpoints/latest") || { tail -n 20 "$work/$v.log"; continue; }
+  tail -n 2 "$work/$v.log"
+  tar -cf "$out/$v.tar" -C "$work/$v" "checkpoints/$ck/model.safetensors" "checkpoints/$ck/config.yaml" \
+    "checkpoints/$ck/action_stats.json" metrics.csv
+done
+cp "$work/mole.log" "$out/mole.log" 2>/dev/null
+ls -la "$out"

@@ -1,0 +1,84 @@
+"""`mole-vla data cache` / `train --data cache:FILE`: the bag table as one file, exact or lossy, refused for other
+configs."""
+
+import numpy as np
+import pytest
+
+from mole_inference.cli import main
+from mole_inference.errors import InputError
+from mole_inference.training.dataset import BagDataset, load_table
+from mole_inference.training.sources import load_source_table
+from mole_inference.training.table_cache import load_table_cache, parse_codec, save_table
+
+
+def assert_same_samples(a, b, frames_atol: int = 0):
+    assert a.instructions == b.instructions and a.tasks == b.tasks and a.episodes == b.episodes
+    for k in ("actions", "action_mask", "source", "instruction_id", "task_id", "episode_id", "frame_index",
+              "goals", "states"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    diff = np.abs(a.frames.astype(int) - b.frames.astype(int))
+    assert a.frames.shape == b.frames.shape and diff.max() <= frames_atol
+
+
+@pytest.mark.parametrize("codec", ["png", "raw"])
+def test_lossless_codecs_give_back_the_bag_table(bag_root, micro_cfg, tmp_path, codec):
+    cfg = micro_cfg()
+    table = load_table(bag_root, cfg)
+    path = save_table(table, tmp_path / "train.npz", cfg, codec)
+    cached = load_source_table(f"cache:{path}", cfg)
+    assert_same_samples(table, cached)
+    # the dataset built on it: same stats and items as from the bags
+    a, b = BagDataset(table, cfg), BagDataset(cached, cfg)
+    np.testing.assert_array_equal(a.stats.q01, b.stats.q01)
+    for key in ((0, 7), (13, None)):
+        for k, v in a[key].items():
+            np.testing.assert_array_equal(v.numpy(), b[key][k].numpy(), err_msg=k)
+
+
+def test_webp_is_smaller_and_close(bag_root, micro_cfg, tmp_path):
+    cfg = micro_cfg()
+    table = load_table(bag_root, cfg)
+    png = save_table(table, tmp_path / "png.npz", cfg, "png")
+    webp = save_table(table, tmp_path / "webp.npz", cfg, "webp:90")
+    lossy = load_table_cache(webp, cfg)
+    assert webp.stat().st_size < png.stat().st_size
+    assert np.abs(lossy.frames.astype(int) - table.frames.astype(int)).mean() < 4.0  # lossy, but the same images
+    assert_same_samples(table, lossy, frames_atol=255)  # everything but the pixels is exact
+
+
+def test_a_cache_for_another_config_is_refused(bag_root, micro_cfg, tmp_path):
+    cfg = micro_cfg()
+    path = save_table(load_table(bag_root, cfg), tmp_path / "t.npz", cfg)
+    other = micro_cfg(source_weights={"policy": 1, "teleop": 1, "hold": 1})
+    with pytest.raises(InputError, match=r"kept_sources.*rebuild"):
+        load_table_cache(path, other)
+    from mole_inference.config import from_dict, to_dict
+    from mole_inference.config.model import ModelConfig
+
+    data = to_dict(cfg)
+    data["action_head"]["chunk_size"] = cfg.action_head.chunk_size + 1
+    with pytest.raises(InputError, match="chunk_size"):
+        load_table_cache(path, from_dict(ModelConfig, data))
+    with pytest.raises(InputError, match="does not exist"):
+        load_table_cache(tmp_path / "missing.npz", cfg)
+
+
+@pytest.mark.parametrize("bad", ["jpg", "webp", "webp:0", "webp:101", "png:3"])
+def test_codec_names_are_checked(bad):
+    with pytest.raises(InputError, match="image codec"):
+        parse_codec(bad)
+
+
+def test_cli_cache_then_train_on_it(bag_root, micro_cfg, tmp_path, capsys):
+    from mole_inference.config import save_model_config
+
+    cfg_path = tmp_path / "micro.yaml"
+    save_model_config(micro_cfg(), cfg_path)
+    out = tmp_path / "cache" / "train.npz"
+    assert main(["data", "cache", "--data", str(bag_root), "--config", str(cfg_path), "--out", str(out)]) == 0
+    assert "30 samples of 3 episodes" in capsys.readouterr().out
+    assert main(["train", "--config", str(cfg_path), "--data", f"cache:{out}", "--out", str(tmp_path / "run"),
+                 "--steps", "2", "--no-progress"]) == 0
+    assert "trained to step 2" in capsys.readouterr().out
+    assert main(["data", "cache", "--data", str(bag_root), "--config", str(cfg_path), "--out", str(out),
+                 "--image-codec", "gif"]) == 2
