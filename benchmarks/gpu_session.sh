@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the workplace's device tool: an H100/H200, 15 device-minutes per session):
 #   1. `mole-vla bench` of the three 7B presets in bf16, full vs MoLe (issue #13) -> $OUT/bench.jsonl
-#   2. stage V of models/mole-tiny (issue #9): S continued with MoLe (STAR + CogKD) and, beside it on the same GPU,
-#      its all-layers twin, same data, init, batch and steps. A 100-step probe of both measures steps/s, then the
+#   2. stage V of models/mole-tiny (issue #9) at batch 256: S continued with MoLe (STAR + CogKD) and, beside it on
+#      the same GPU, its all-layers twin, same data, init, batch and steps. A 100-step probe of both measures steps/s, then the
 #      step budget is sized to fit TRAIN_S seconds. -> $OUT/{mole,full}.tar (final checkpoint + metrics.csv)
 # Usage, from the repository root on that machine (its python3 holds torch, transformers, opencv; nothing here
 # needs rosbags or MuJoCo: the data travels as one `mole-vla data cache` file):
@@ -31,7 +31,7 @@ train() {  # train NAME CONFIG OUT STEPS [ARGS]
   mole train --config "$config" --data "cache:$cache" --out "$dir" --init models/mole-tiny --steps "$steps" \
     --device "$device" --no-progress "$@" > "$work/$name.log" 2>&1
 }
-for v in mole full; do train "probe_$v" "$recipe/stage_v_$v.yaml" "$work/probe_$v" "$probe_steps" --batch-size "${BATCH:-256}" & done
+for v in mole full; do train "probe_$v" "$recipe/stage_v_$v.yaml" "$work/probe_$v" "$probe_steps" --batch-size "${BATCH:-256}" --workers 5 & done
 wait
 rate=$(python3 - "$work" <<'EOF'
 import csv, sys
@@ -76,7 +76,7 @@ log "bench done"
 
 # 3. stage V proper
 [ "$rate" = 0 ] && { ls -la "$out"; exit 1; }
-for v in mole full; do train "$v" "$recipe/stage_v_$v.yaml" "$work/$v" "$steps" --batch-size "${BATCH:-256}" & done
+for v in mole full; do train "$v" "$recipe/stage_v_$v.yaml" "$work/$v" "$steps" --batch-size "${BATCH:-256}" --workers 5 & done
 wait
 log "training done"
 for v in mole full; do

@@ -45,6 +45,9 @@ class VisionConfig:
     # beyond the paper: the measured EE pose added to the cognition token (model/state_input.py);
     # every caller of `Policy.infer` must then pass `state`
     state_input: bool = False
+    # with state_input: 2 * N sin/cos features of the hand's height (periods 50 cm / 2^k, k < N) beside the linear
+    # ones, so a centimetre of height is a visible change (model/state_input.py); 0: the linear features only
+    state_height_bands: int = 0
     # "dinov2+siglip": Prismatic's fused tower (CogACT, OpenVLA); "siglip": SigLIP alone through one linear
     # projection, as PaliGemma (pi0); the dinov2 section is then unused.
     backbones: Literal["dinov2+siglip", "siglip"] = "dinov2+siglip"
@@ -55,6 +58,10 @@ class VisionConfig:
               "must be dinov2+siglip or siglip")
         check(self.image_size % self.patch_size == 0, "image_size", self.image_size,
               f"must be a multiple of patch_size={self.patch_size}")
+        check(0 <= self.state_height_bands <= 12, "state_height_bands", self.state_height_bands,
+              "must be in 0..12 (the finest period is 50 cm / 2^(N-1))")
+        check(self.state_height_bands == 0 or self.state_input, "state_height_bands", self.state_height_bands,
+              "needs vision.state_input: true")
         check(self.dinov2.mlp_size % self.dinov2.hidden_size == 0, "dinov2.mlp_size", self.dinov2.mlp_size,
               f"must be a multiple of dinov2.hidden_size={self.dinov2.hidden_size} (DINOv2 has an mlp_ratio)")
 

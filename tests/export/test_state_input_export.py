@@ -104,3 +104,17 @@ def test_int8_calibration_and_the_benchmark_feed_the_state(exported, image):
     chunk = OnnxPolicy.from_export(man.root, "int8").infer(image, INSTRUCTION, seed=0, state=LOW_YAWED)
     assert chunk.is_finite
     assert bench(policy, iters=1, warmup=0)["active_layers"] == 2  # would raise InputError without a state
+
+
+def test_height_bands_export_and_match_torch(tmp_path_factory, image):
+    cfg = micro_config("diffusion", vision={"state_input": True, "state_height_bands": 4})
+    torch_policy, ort_policy, man = export_family(cfg, "state-bands", tmp_path_factory, star=False)
+    errors = stage_errors(torch_policy.model, man)
+    assert max(errors.values()) <= FP32_TOL, errors
+    chunks = []
+    for state in (HIGH, LOW_YAWED):
+        a = torch_policy.infer(image, INSTRUCTION, seed=0, state=state)
+        b = ort_policy.infer(image, INSTRUCTION, seed=0, state=state)
+        np.testing.assert_allclose(b.actions, a.actions, atol=ACTION_ATOL)
+        chunks.append(b.actions)
+    assert np.abs(chunks[0] - chunks[1]).max() > 100 * ACTION_ATOL

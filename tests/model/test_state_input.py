@@ -91,3 +91,35 @@ def test_state_module_output_shape():
 def test_a_state_that_is_not_numbers_is_an_input_error():
     with pytest.raises(InputError, match="7 numbers"):
         check_state(["a"] * 7, required=True)
+
+
+def test_height_bands_add_sin_cos_of_the_height_only():
+    states = torch.tensor([[0.5, 0.0, 0.25, *DOWN], [0.9, -0.3, 0.25 + 0.0625, *DOWN]], dtype=torch.float64)
+    plain, banded = state_features(states), state_features(states, height_bands=3)
+    assert banded.shape == (2, 9 + 6)
+    torch.testing.assert_close(banded[:, :9], plain)  # the linear features are unchanged
+    # height 0 (centred): sin 0, cos 1 in every band; 6.25 cm up = 0.25 units: phases pi/4, pi/2, pi
+    torch.testing.assert_close(banded[0, 9:], torch.tensor([0, 0, 0, 1, 1, 1], dtype=torch.float64))
+    s, c = math.sqrt(0.5), math.sqrt(0.5)
+    torch.testing.assert_close(banded[1, 9:], torch.tensor([s, 1, 0, c, 0, -1], dtype=torch.float64))
+    moved = states.clone()
+    moved[:, :2] += 0.2  # x and y move the linear features only
+    torch.testing.assert_close(state_features(moved, 3)[:, 9:], banded[:, 9:])
+    assert StateInput(16, height_bands=3).proj.in_features == 15
+
+
+def test_one_centimetre_of_height_is_a_large_feature_change_with_bands():
+    low, high = (torch.tensor([[0.5, 0.0, z, *DOWN]]) for z in (0.10, 0.11))
+    linear = (state_features(high) - state_features(low)).norm()
+    banded = (state_features(high, 6) - state_features(low, 6)).norm()
+    assert linear == pytest.approx(0.04, rel=1e-3) and banded > 20 * linear
+
+
+@pytest.mark.parametrize("vision,match", [({"state_height_bands": 4}, "needs vision.state_input"),
+                                          ({"state_input": True, "state_height_bands": 13}, "0..12"),
+                                          ({"state_input": True, "state_height_bands": -1}, "0..12")])
+def test_height_band_config_is_checked(vision, match):
+    from mole_inference.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        preset("tiny", vision=vision)
