@@ -36,7 +36,8 @@ from torch import nn
 
 from mole_inference.policy.state import STATE_DIM, STATE_FIELDS, check_state, make_state
 
-__all__ = ["FEATURE_DIM", "STATE_DIM", "STATE_FIELDS", "StateInput", "check_state", "feature_dim", "make_state", "state_features"]
+__all__ = ["FEATURE_DIM", "STATE_DIM", "STATE_FIELDS", "StateInput", "check_state", "feature_dim", "make_state",
+           "state_features"]
 
 FEATURE_DIM = 9  # 3 position + 6 rotation (+ 2 per height band)
 WORKSPACE_CENTRE = (0.5, 0.0, 0.25)  # m, base frame: above the middle of the FR3 tabletop workspace

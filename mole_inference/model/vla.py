@@ -42,7 +42,8 @@ class MoLeVLA(nn.Module):
         self.llm = MoLeLLM(cfg.llm, causal=cfg.action_head.type != "flow")  # pi0's prefix is bidirectional
         self.router = build_router(cfg.router, cfg.llm.num_layers, d)
         self.text_film = TextFiLM(d) if cfg.vision.text_film else None  # beyond the paper, off by default
-        self.state_input = StateInput(d, cfg.vision.state_height_bands) if cfg.vision.state_input else None  # beyond the paper, off by default
+        # beyond the paper, off by default
+        self.state_input = StateInput(d, cfg.vision.state_height_bands) if cfg.vision.state_input else None
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.cognition_token, std=0.02)
         self.action_head: DiTActionHead | TokenActionHead | FlowExpert

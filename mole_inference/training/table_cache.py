@@ -7,8 +7,9 @@ machine. `mole-vla data cache` writes it, `mole-vla train --data cache:FILE` rea
 Frames are stored one encoded image each in a single byte array (`frame_bytes` + `frame_offsets`): `png`
 (lossless, the default; about 7 KB per 112 px frame of the sim), `webp:Q` (lossy, Q in 1..100; about 1.4 KB at
 90, 1.05 KB at 85, for a training set that must travel through a small pipe, as LeRobot's video-encoded datasets
-do) or `raw`. Everything else is stored exactly (deflated: the overlapping action chunks shrink about 15x). The file records what the samples were built for (image size, chunk size,
-action_dt, which sources were kept) and loading refuses a config that needs anything else: rebuild the cache.
+do) or `raw`. Everything else is stored exactly (deflated: the overlapping action chunks shrink about 15x). The
+file records what the samples were built for (image size, chunk size, action_dt, which sources were kept) and
+loading refuses a config that needs anything else: rebuild the cache.
 """
 
 from __future__ import annotations
