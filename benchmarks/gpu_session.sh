@@ -6,7 +6,7 @@
 #      step budget is sized to fit TRAIN_S seconds. -> $OUT/{mole,full}.tar (final checkpoint + metrics.csv)
 # Usage, from the repository root on that machine (its python3 holds torch, transformers, opencv; nothing here
 # needs rosbags or MuJoCo: the data travels as one `mole-vla data cache` file):
-#   bash benchmarks/gpu_session.sh CACHE_NPZ TRAIN_S
+#   bash benchmarks/gpu_session.sh CACHE_NPZ TRAIN_S      (TRAIN_S = 0: the bench alone; CACHE_NPZ is then unused)
 # A dry run on a CPU (wiring only): DEVICE=cpu PRESETS=tiny DTYPE=float32 PROBE_STEPS=4 BATCH=4 bash ... CACHE 20
 set -uo pipefail
 cache=$1 train_s=$2
@@ -31,19 +31,23 @@ train() {  # train NAME CONFIG OUT STEPS [ARGS]
   mole train --config "$config" --data "cache:$cache" --out "$dir" --init models/mole-tiny --steps "$steps" \
     --device "$device" --no-progress "$@" > "$work/$name.log" 2>&1
 }
-for v in mole full; do train "probe_$v" "$recipe/stage_v_$v.yaml" "$work/probe_$v" "$probe_steps" --batch-size "${BATCH:-256}" --workers 5 & done
-wait
-rate=$(python3 - "$work" <<'EOF'
+probe_rate() {  # the slower run's steps/s over the probe's last logged window
+  python3 - "$work" <<'EOF'
 import csv, sys
-rates = []
-for v in ("mole", "full"):
-    rows = list(csv.DictReader(open(f"{sys.argv[1]}/probe_{v}/metrics.csv")))
-    rates.append(float(rows[-1]["steps_per_s"]))
-print(min(rates))
+print(min(float(list(csv.DictReader(open(f"{sys.argv[1]}/probe_{v}/metrics.csv")))[-1]["steps_per_s"])
+          for v in ("mole", "full")))
 EOF
-) || { log "probe failed"; tail -n 20 "$work"/probe_*.log; cp "$work"/probe_*.log "$out/"; rate=0; }
-steps=$(python3 -c "print(max($probe_steps, min(20000, int($rate * $train_s * 0.9) // 100 * 100)))")
-log "probe: $rate steps/s with both runs on the GPU -> $steps steps each"
+}
+rate=0
+if [ "$train_s" != 0 ]; then
+  for v in mole full; do
+    train "probe_$v" "$recipe/stage_v_$v.yaml" "$work/probe_$v" "$probe_steps" --batch-size "${BATCH:-256}" --workers 5 &
+  done
+  wait
+  rate=$(probe_rate) || { log "probe failed"; tail -n 20 "$work"/probe_*.log; cp "$work"/probe_*.log "$out/"; rate=0; }
+  steps=$(python3 -c "print(max($probe_steps, min(20000, int($rate * $train_s * 0.9) // 100 * 100)))")
+  log "probe: $rate steps/s with both runs on the GPU -> $steps steps each"
+fi
 
 # 2. the 7B presets, random weights drawn on the GPU, bf16, full vs MoLe interleaved
 for p in $presets; do
@@ -75,8 +79,10 @@ log "bench done"
 
 
 # 3. stage V proper
-[ "$rate" = 0 ] && { ls -la "$out"; exit 1; }
-for v in mole full; do train "$v" "$recipe/stage_v_$v.yaml" "$work/$v" "$steps" --batch-size "${BATCH:-256}" --workers 5 & done
+[ "$rate" = 0 ] && { ls -la "$out"; [ "$train_s" = 0 ]; exit; }  # bench only: success; a failed probe: 1
+for v in mole full; do
+  train "$v" "$recipe/stage_v_$v.yaml" "$work/$v" "$steps" --batch-size "${BATCH:-256}" --workers 5 &
+done
 wait
 log "training done"
 for v in mole full; do
