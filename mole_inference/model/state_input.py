@@ -18,7 +18,8 @@ Height bands (`vision.state_height_bands: N`, off by default): in the features a
 hovered 1-6 cm above where the demonstrations open). N > 0 adds sin/cos of the centred height at periods
 50 cm / 2^k, k < N (a Fourier encoding as in NeRF's positional encoding), so at N = 6 the finest period is
 1.6 cm. Only the height: x and y say nothing about where this layout's cubes are, and a sharp code of them
-invites memorising positions.
+invites memorising positions. Measured (models/mole-tiny/README.md, stage W): the model then reads its height, but
+closed loop it let the cube go too early and stacked no better; the shipped model has it off.
 
 The gripper is left out on purpose: demonstrations record the gripper *command*, which equals the label of the
 next action almost everywhere, and a policy fed its own last command learns to repeat it and never switch (the
