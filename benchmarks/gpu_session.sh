@@ -49,7 +49,8 @@ if [ "$train_s" != 0 ]; then
   log "probe: $rate steps/s with both runs on the GPU -> $steps steps each"
 fi
 
-# 2. the 7B presets, random weights drawn on the GPU, bf16, full vs MoLe interleaved
+# 2. the 7B presets, random weights drawn on the GPU, bf16, full vs MoLe interleaved; on CUDA the report also
+# holds the weights' and each run's peak GPU memory
 for p in $presets; do
   log "bench $p"
   timeout 150 python3 -m mole_inference.cli bench --preset "$p" --device "$device" --dtype "$dtype" --iters 20 \
@@ -57,26 +58,7 @@ for p in $presets; do
   python3 -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$work/bench_$p.json" \
     >> "$out/bench.jsonl" || true
 done
-[ "$device" = cuda ] && python3 - $presets >> "$out/bench.jsonl" <<'EOF' || true
-# peak memory of one bf16 forward per preset (full layers vs MoLe), in a fresh process
-import json, sys, torch
-import numpy as np
-from mole_inference.runtime.torch_backend import TorchPolicy
-for name in sys.argv[1:]:
-    pol = TorchPolicy.from_preset(name, "cuda", "bfloat16")
-    pixels, ids, mask = pol.prepare(np.zeros((480, 640, 3), np.uint8), "pick up the red cube")
-    noise = np.zeros((1, pol.chunk_size, 7), np.float32)
-    row = {"preset": name, "weights_gb": torch.cuda.memory_allocated() / 2**30}
-    for tag, layers in (("full", list(range(pol.num_layers))), ("mole", None)):
-        torch.cuda.reset_peak_memory_stats()
-        pol.run(pixels, ids, mask, noise, layers=layers)
-        row[f"peak_{tag}_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    print(json.dumps({"memory": row}))
-    del pol
-    torch.cuda.empty_cache()
-EOF
 log "bench done"
-
 
 # 3. stage V proper
 [ "$rate" = 0 ] && { ls -la "$out"; [ "$train_s" = 0 ]; exit; }  # bench only: success; a failed probe: 1

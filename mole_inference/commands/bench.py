@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Full model vs MoLe, interleaved in one process."""
-    from mole_inference.runtime.bench import bench
+    from mole_inference.runtime.bench import bench, cuda_peak_memory
     from mole_inference.runtime.torch_backend import TorchPolicy
 
     if args.backend == "onnxruntime":
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
     report = {"preset": policy.cfg.name, "backend": args.backend, "device": args.device, "dtype": dtype,
               **bench(policy, iters=args.iters, warmup=args.warmup)}
+    if args.backend == "torch" and args.device.startswith("cuda"):  # same model: no second 7B build to read it
+        report.update(cuda_peak_memory(policy))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -53,12 +53,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     """Build the table as `train` would and write it."""
-    from mole_inference.config import load_model_config, preset
+    from mole_inference.config import config_or_preset
     from mole_inference.training.sources import load_source_table
     from mole_inference.training.table_cache import parse_codec, save_table
 
     parse_codec(args.image_codec)  # a usage error before minutes of reading
-    cfg = load_model_config(args.config) if args.config else preset(args.preset or "tiny")
+    cfg = config_or_preset(args.config, args.preset)
     table = load_source_table(args.data, cfg)
     path = save_table(table, args.out, cfg, args.image_codec)
     print(f"cache {path}: {len(table)} samples of {len(table.episodes)} episodes, {len(table.tasks)} tasks, "

@@ -45,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The ModelConfig from --config/--preset with the command-line overrides applied."""
-    from mole_inference.config import ModelConfig, load_model_config, preset, to_dict
+    from mole_inference.config import ModelConfig, config_or_preset, to_dict
     from mole_inference.config.base import from_dict
 
-    cfg = load_model_config(args.config) if args.config else preset(args.preset or "tiny")
+    cfg = config_or_preset(args.config, args.preset)
     data = to_dict(cfg)
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
                  "seed": args.seed, "distill": args.distill, "num_workers": args.workers}

@@ -18,7 +18,7 @@ from mole_inference.config.model import (
 
 __all__ = [
     "ActionHeadConfig", "ConfigError", "EncoderConfig", "LLMConfig", "ModelConfig", "RouterConfig",
-    "TrainingConfig", "VisionConfig", "load_model_config", "models_dir", "preset", "preset_names",
+    "TrainingConfig", "VisionConfig", "config_or_preset", "load_model_config", "models_dir", "preset", "preset_names",
     "save_model_config", "to_dict",
 ]
 
@@ -56,6 +56,11 @@ def preset(name: str, **overrides: object) -> ModelConfig:
         return from_dict(ModelConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"preset {name!r}: {exc}") from None
+
+
+def config_or_preset(path: str | Path | None, name: str | None) -> ModelConfig:
+    """The config YAML at `path` if given, else the preset `name` (default: tiny): a command's --config/--preset."""
+    return load_model_config(path) if path else preset(name or "tiny")
 
 
 def save_model_config(cfg: ModelConfig, path: str | Path) -> None:

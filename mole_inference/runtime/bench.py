@@ -9,6 +9,17 @@ import numpy as np
 BENCH_INSTRUCTION = "pick up the red cube and place it on the blue plate"
 
 
+def bench_inputs(policy, seed: int = 0) -> tuple:
+    """One random 640x480 frame and the bench instruction prepared for `policy`, a noise draw and the state a
+    state-input model gets (`export.calibration.calibration_state`): the arguments of `policy.run`."""
+    from mole_inference.export.calibration import calibration_state  # torch: loaded with the policy anyway
+
+    rng = np.random.default_rng(seed)
+    pixels, ids, mask = policy.prepare(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), BENCH_INSTRUCTION)
+    noise = rng.standard_normal((1, policy.chunk_size, 7)).astype(np.float32)
+    return pixels, ids, mask, noise, calibration_state(policy.cfg)
+
+
 def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, float | int | str]:
     """Time `policy.run` with all K layers and with the router's top-k, alternating each iteration.
 
@@ -16,13 +27,7 @@ def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, 
     `uses_state` gets `export.calibration.calibration_state` (the hand above the table) every run. Returns medians
     in ms.
     """
-    from mole_inference.export.calibration import calibration_state  # torch: loaded with the policy anyway
-
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    pixels, ids, mask = policy.prepare(image, BENCH_INSTRUCTION)
-    state = calibration_state(policy.cfg)
-    noise = rng.standard_normal((1, policy.chunk_size, 7)).astype(np.float32)
+    pixels, ids, mask, noise, state = bench_inputs(policy, seed)
     full_layers = list(range(policy.num_layers))
     runs: dict[str, list[dict[str, float]]] = {"full": [], "mole": []}
     active = 0
@@ -51,3 +56,17 @@ def bench(policy, iters: int = 10, warmup: int = 2, seed: int = 0) -> dict[str, 
         "vision_ms": med("mole", "vision"), "action_head_ms": med("mole", "action_head"),
         "iters": iters,
     }
+
+
+def cuda_peak_memory(policy) -> dict[str, float]:
+    """GiB on the GPU of a `TorchPolicy` on CUDA: the weights, and the peak of one full-layer and one MoLe run of
+    the bench's inputs (each measured from a reset peak; the weights are included)."""
+    import torch
+
+    pixels, ids, mask, noise, state = bench_inputs(policy)
+    out = {"weights_gb": torch.cuda.memory_allocated() / 2**30}
+    for name, layers in (("full", list(range(policy.num_layers))), ("mole", None)):
+        torch.cuda.reset_peak_memory_stats()
+        policy.run(pixels, ids, mask, noise, layers=layers, state=state)
+        out[f"peak_{name}_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return out

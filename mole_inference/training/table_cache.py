@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 CACHE_PREFIX = "cache:"
 FORMAT = 1
-CODECS = ("png", "raw", "webp:Q")
 _ARRAYS = ("actions", "action_mask", "source", "instruction_id", "task_id", "episode_id")
 _OPTIONAL = ("frame_index", "goals", "states")
 
@@ -86,8 +85,8 @@ def save_table(table: SampleTable, path: str | Path, cfg: ModelConfig, codec: st
     arrays = {k: getattr(table, k) for k in _ARRAYS}
     arrays.update({k: getattr(table, k) for k in _OPTIONAL if getattr(table, k) is not None})
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, meta=np.array(json.dumps(meta)), frame_bytes=np.frombuffer(b"".join(blobs), np.uint8),
-             frame_offsets=offsets, **arrays)
+    np.savez_compressed(path, meta=np.array(json.dumps(meta)), frame_offsets=offsets,
+                        frame_bytes=np.frombuffer(b"".join(blobs), np.uint8), **arrays)
     log.info("cache %s: %d samples, %.1f MB of frames (%s)", path, len(table), offsets[-1] / 1e6, codec)
     return path
 
