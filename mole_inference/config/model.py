@@ -168,6 +168,10 @@ class ActionHeadConfig:
     # DDIM clipping of the predicted x_0 to [-1, 1]: at every step (this code's original behaviour, the default so
     # older checkpoints sample as before) or only the final sample, as CogACT samples (clip_denoised=False).
     ddim_clip: Literal["every_step", "final"] = "every_step"
+    # Beyond the paper (diffusion family, off by default): a linear classifier on the cognition feature gives the
+    # chunk's gripper column as P(open) per step instead of the DiT's sampled value, so the grasp / release decision
+    # is not redrawn from noise at every replan (model/gripper_head.py); trained with `training.gripper_weight`.
+    gripper_head: bool = False
     # flow (pi0, openpi src/openpi/models/pi0.py): expert attention shapes (None: hidden_size / num_heads and
     # num_heads), Euler steps from t=1 to t=0, and training times t = Beta(flow_time_alpha, 1) scaled to
     # [flow_time_min, 1] (openpi: Beta(1.5, 1) * 0.999 + 0.001).
@@ -189,6 +193,8 @@ class ActionHeadConfig:
         check(self.type in ACTION_FAMILIES, "type", self.type, f"must be one of {list(ACTION_FAMILIES)}")
         check(self.cfg_scale == 1.0 or self.type == "diffusion", "cfg_scale", self.cfg_scale,
               f"classifier-free guidance is the diffusion head's; this head is {self.type!r}")
+        check(not self.gripper_head or self.type == "diffusion", "gripper_head", self.gripper_head,
+              f"the gripper classifier replaces the DiT's gripper column; this head is {self.type!r}")
         positive(self, "flow_steps", "flow_time_alpha")
         check(0.0 <= self.flow_time_min < 1.0, "flow_time_min", self.flow_time_min, "must be in [0, 1)")
         if self.head_dim is not None:
@@ -256,6 +262,8 @@ class TrainingConfig:
     # (-1, 1) for the far approach, slope 1 / goal_knee near zero, so the last centimetres above the cube weigh as
     # much in the loss as the approach does (with d / 0.1 m a 15 mm miss costs 0.02, a 30 cm approach 9)
     goal_knee: float = 0.0
+    # weight of the gripper classifier's binary cross-entropy (with `action_head.gripper_head`; else unused)
+    gripper_weight: float = 1.0
     # The router's parameters learn at this multiple of the schedule's rate (1: one rate for all). Beyond the
     # paper: on the tiny preset the router's logits stayed within 0.006 of each other under one rate.
     router_lr_scale: float = 1.0
@@ -271,7 +279,7 @@ class TrainingConfig:
         for name in ("lambda_cog_kl",):
             check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "must be in [0, 1]")
         for name in ("lambda_cog", "lambda_lb", "weight_decay", "grad_clip", "color_jitter", "num_workers",
-                     "goal_weight"):
+                     "goal_weight", "gripper_weight"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         check(self.early_frames >= 0, "early_frames", self.early_frames, "must be >= 0")
         check(self.early_weight > 0, "early_weight", self.early_weight, "must be > 0")

@@ -27,6 +27,7 @@ from mole_inference.export.manifest import Manifest
 from mole_inference.export.stages import layer_stage
 from mole_inference.export.token_loop import greedy_actions
 from mole_inference.model.diffusion import DDIMScheduler
+from mole_inference.model.gripper_head import with_open_prob
 from mole_inference.model.routers import topk_mask
 from mole_inference.model.state_input import check_state
 from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
@@ -178,4 +179,7 @@ class OnnxStages:
                 return torch.from_numpy(self("denoise", x=x.numpy(), t=t.numpy(), cognition=cog)[0])
 
             actions = self.scheduler.sample(eps_fn, torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)))
+            if self.cfg.action_head.gripper_head:
+                (grip,) = self("gripper", cognition=cog)
+                actions = with_open_prob(actions, torch.from_numpy(grip))
         return actions[0].numpy().astype(np.float64), chosen, probs

@@ -11,6 +11,8 @@ prefill stages, then suffix, expert-layer and velocity stages (export/flow_stage
     layer_XX   h, bias, cos, sin                             -> h_out (1, S, D)        one graph per decoder layer
     cognition  h (1, S, D)                                   -> cognition (1, D)      final norm, last token
     denoise    x (1, C, A) f32, t (1,) i64, cognition        -> eps (1, C, A)         one DDIM step's eps
+    gripper    cognition                                     -> gripper (1, C)        P(open) per step, only with
+                                                                                       action_head.gripper_head
 
 The router stage also embeds the instruction and assembles the prompt, the attention bias and the rotary tables,
 so the layers share them (and, under TensorRT, share their buffers). With `vision.state_input` it takes the robot
@@ -110,6 +112,8 @@ def stage_io(cfg: ModelConfig) -> dict[str, tuple[list[TensorSpec], list[TensorS
     io["cognition"] = ([h], [cog])
     io["denoise"] = ([TensorSpec("x", (1, c, a), f32), TensorSpec("t", (1,), "int64"), cog],
                      [TensorSpec("eps", (1, c, a), f32)])
+    if cfg.action_head.gripper_head:  # the host puts P(open) in the sampled chunk's gripper column
+        io["gripper"] = ([cog], [TensorSpec("gripper", (1, c), f32)])
     return io
 
 
@@ -177,6 +181,17 @@ class DenoiseStage(nn.Module):
         return self.model.denoise(x, t, cognition)  # (1, C, A)
 
 
+class GripperStage(nn.Module):
+    """The gripper classifier's P(open) per chunk step (`action_head.gripper_head`, model/gripper_head.py)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.head = model.gripper_head
+
+    def forward(self, cognition: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(cognition))  # (1, C)
+
+
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Torch module of every stage, keyed like `stage_io`."""
     cfg: ModelConfig = model.cfg
@@ -193,6 +208,8 @@ def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     mods.update({layer_stage(i): LayerStage(model, i) for i in range(cfg.llm.num_layers)})
     mods["cognition"] = CognitionStage(model)
     mods["denoise"] = DenoiseStage(model)
+    if cfg.action_head.gripper_head:
+        mods["gripper"] = GripperStage(model)
     return mods
 
 
@@ -235,4 +252,6 @@ def example_inputs(model: nn.Module, seed: int = 0) -> dict[str, tuple[torch.Ten
     cog = mods["cognition"](h)
     x = torch.randn((1, cfg.action_head.chunk_size, cfg.action_head.action_dim), generator=gen)
     ins["denoise"] = (x, torch.tensor([cfg.action_head.train_timesteps // 2]), cog)
+    if cfg.action_head.gripper_head:
+        ins["gripper"] = (cog,)
     return ins

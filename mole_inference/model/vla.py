@@ -22,6 +22,7 @@ from mole_inference.model.dynamic_exit import exit_depth_gate, run_with_exit
 from mole_inference.model.film import TextFiLM
 from mole_inference.model.flow_expert import FlowExpert, PrefixKV
 from mole_inference.model.flow_matching import euler_sample
+from mole_inference.model.gripper_head import GripperHead, with_gripper
 from mole_inference.model.llm import LayerCache, MoLeLLM
 from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
@@ -57,6 +58,8 @@ class MoLeVLA(nn.Module):
         else:
             self.action_head = DiTActionHead(cfg.action_head, d)
             self.scheduler = DDIMScheduler(cfg.action_head)
+        # beyond the paper, off by default: P(open) per chunk step replaces the DiT's gripper column
+        self.gripper_head = GripperHead(d, cfg.action_head.chunk_size) if cfg.action_head.gripper_head else None
 
     @property
     def num_layers(self) -> int:
@@ -143,8 +146,10 @@ class MoLeVLA(nn.Module):
 
     def sample_actions(self, cognition: torch.Tensor, noise: torch.Tensor,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDIM from `noise` (B, C, A) to normalized actions in [-1, 1]."""
-        return self.scheduler.sample(lambda x, t: self.denoise(x, t, cognition), noise, generator)
+        """DDIM from `noise` (B, C, A) to normalized actions in [-1, 1]; with `action_head.gripper_head` the gripper
+        column is the classifier's P(open) instead of the sampled value."""
+        actions = self.scheduler.sample(lambda x, t: self.denoise(x, t, cognition), noise, generator)
+        return actions if self.gripper_head is None else with_gripper(actions, self.gripper_head(cognition))
 
     def decode_actions(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int],
                        use_cache: bool = True) -> torch.Tensor:

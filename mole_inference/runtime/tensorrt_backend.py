@@ -19,6 +19,7 @@ import torch
 
 from mole_inference.export.engine import check_engine_family, load_engine_index, require_tensorrt
 from mole_inference.export.stages import layer_stage
+from mole_inference.model.gripper_head import with_open_prob
 from mole_inference.model.state_input import check_state
 from mole_inference.policy.contract import RoutingDecision
 from mole_inference.runtime.staged import StagedPolicy
@@ -35,6 +36,7 @@ STATIC_BINDINGS = {
     "layer": {"bias": "bias", "cos": "cos", "sin": "sin"},
     "cognition": {"cognition": "cognition"},
     "denoise": {"x": "x", "t": "t", "cognition": "cognition", "eps": "eps"},
+    "gripper": {"cognition": "cognition", "gripper": "gripper"},
 }
 
 
@@ -149,5 +151,8 @@ class TensorRTPolicy(StagedPolicy):
 
                 x0 = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(self.device)
                 actions = self.sample(eps_fn, x0)
+                if self.cfg.action_head.gripper_head:
+                    self._execute("gripper")
+                    actions = with_open_prob(actions, b["gripper"].float())
         timer.ms["total"] = sum(timer.ms.values())
         return actions[0].float().cpu().numpy().astype(np.float64), self.routing(chosen, probs), timer.ms

@@ -15,6 +15,7 @@ from torch import nn
 from mole_inference.config.model import ModelConfig
 from mole_inference.model.flow_expert import PrefixKV
 from mole_inference.model.flow_matching import noisy_actions, sample_time, velocity_target
+from mole_inference.model.gripper_head import gripper_loss
 from mole_inference.model.llm import LayerCache
 from mole_inference.model.routers import RouterOutput
 from mole_inference.model.vla import MoLeVLA
@@ -198,4 +199,7 @@ class MoLeObjective(nn.Module):
                 target = torch.cat([target, goal[:, 3:6] / t.goal_rot_scale], dim=1)
             parts["goal"] = subgoal_loss(pred, target, goal_mask)
             parts["loss"] = parts["loss"] + t.goal_weight * parts["goal"]
+        if model.gripper_head is not None:  # beyond the paper: the gripper classifier on the cognition feature
+            parts["gripper"] = gripper_loss(model.gripper_head(cog), actions[..., -1], action_mask)
+            parts["loss"] = parts["loss"] + t.gripper_weight * parts["gripper"]
         return parts

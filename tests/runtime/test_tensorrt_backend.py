@@ -33,7 +33,8 @@ def test_chain_runs_only_selected_layers_ping_ponging_two_buffers():
 
 
 @pytest.mark.parametrize("name, overrides", [("tiny", {}), ("small", {}), ("cogact-7b", {}),
-                                             ("tiny", {"vision": {"state_input": True}})])
+                                             ("tiny", {"vision": {"state_input": True}}),
+                                             ("tiny", {"action_head": {"gripper_head": True}})])
 def test_every_stage_tensor_has_a_buffer(name, overrides):
     for stage, (ins, outs) in stage_io(preset(name, **overrides)).items():
         binds = STATIC_BINDINGS[stage_kind(stage)]
