@@ -10,6 +10,12 @@ frames where the named cube happens to be the one it drives to anyway, also abou
 Also reported: `spread_m`, the mean distance between the motions predicted for different colours on one image
 (near 0 when the model ignores the words), next to `motion_m`, the mean length of a predicted motion.
 
+Order probe (`probe_order`): stack names two cubes, the one to pick first. On held-out first frames of `stack` the
+policy is asked "stack the A cube on the B cube" and the swap "stack the B cube on the A cube" (same image and
+noise). Reported: how often each motion points at its first-named cube, and how often both point at the same cube.
+A policy that reads the instruction as a bag of words answers both alike (same cube ~1, the two hit rates summing
+to at most 1); one that reads the order goes to A, then to B (same cube ~0, both hit rates ~1).
+
 Grasp probe (`probe_grasp`): the last centimetres. The TCP is placed above the named cube of held-out `pick`
 layouts, off its centre by 15 or 30 mm along x or y, at the heights where failed picks go wrong, and the policy
 is asked once per placement. Reported per height and axis: the centring gain (the first step's motion towards the
@@ -26,7 +32,7 @@ import numpy as np
 
 from mole_inference.policy.contract import Policy, state_kwargs
 from mole_inference.sim.scene import COLORS
-from mole_inference.sim.tasks import TouchTask, cube_name
+from mole_inference.sim.tasks import StackTask, TouchTask, cube_name
 
 
 @dataclass
@@ -85,6 +91,48 @@ def probe_instructions(policy: Policy, frames: int = 20, seed: int = 700_000, ho
                 report.motions.append(float(np.linalg.norm(motion)))
             m = np.stack(motions)
             report.spreads.append(float(np.mean([np.linalg.norm(a - b) for i, a in enumerate(m) for b in m[i + 1:]])))
+    return report
+
+
+@dataclass
+class OrderProbeReport:
+    """Per held-out stack frame: did the motion for the instruction and for its colour swap point at the cube each
+    names first, and at the same cube? `to_dict` is the JSON summary."""
+
+    hits: list[bool] = field(default_factory=list)
+    swapped_hits: list[bool] = field(default_factory=list)
+    same: list[bool] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary numbers (JSON-ready)."""
+        def mean(v: list[bool]) -> float:
+            return float(np.mean(v)) if v else 0.0
+
+        return {"frames": len(self.hits), "first_named": mean(self.hits),
+                "first_named_swapped": mean(self.swapped_hits), "same_cube": mean(self.same)}
+
+
+def probe_order(policy: Policy, frames: int = 20, seed: int = 700_000, horizon: int = 3,
+                start_offset: float = 0.06, start_yaw: float = 0.3) -> OrderProbeReport:
+    """Run the order probe on `frames` held-out first frames of `stack` (layout seeds seed..seed+frames-1)."""
+    from mole_inference.sim.env import make_env
+
+    template = StackTask.templates[0]
+    report = OrderProbeReport()
+    with make_env("stack", cameras=("wrist",), start_offset=start_offset, start_yaw=start_yaw) as env:
+        for j in range(frames):
+            obs = env.reset(seed + j)
+            state, task = env.state(), env.task
+            cubes = {c: state.objects[cube_name(c)].pos[:2] for c in COLORS}
+            first, second = task.target.split("_")[0], task.base.split("_")[0]
+            pointed = []
+            for a, b in ((first, second), (second, first)):
+                chunk = policy.infer(obs["wrist_rgb"], template.format(color=a, base=b), seed=seed + 97 * j,
+                                     **state_kwargs(policy, obs["ee_pose"]))
+                pointed.append(pointed_cube(chunk.actions[:horizon, :2].sum(axis=0), state.ee_pos[:2], cubes))
+            report.hits.append(pointed[0] == first)
+            report.swapped_hits.append(pointed[1] == second)
+            report.same.append(pointed[0] == pointed[1])
     return report
 
 

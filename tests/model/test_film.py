@@ -1,8 +1,10 @@
 """Instruction FiLM (vision.text_film, beyond the paper): identity at init, instruction-dependent once trained."""
 
+import pytest
 import torch
 
 from mole_inference.config import preset
+from mole_inference.errors import ConfigError
 from mole_inference.model.film import TextFiLM
 from mole_inference.model.vla import MoLeVLA
 
@@ -35,3 +37,42 @@ def test_prompt_image_tokens_depend_on_the_instruction_only_with_film():
         b = model.prompt(img, model.embed_text(torch.tensor([[1, 5, 6, 9]])), mask)[0]
         n = img.shape[1]
         assert torch.equal(a[:, :n], b[:, :n]) is (not on)
+
+
+def swapped_pair(model):
+    """Token ids of "stack the red cube on the blue cube" and its colour swap, through the model's tokenizer."""
+    from mole_inference.model.tokenizer import load_tokenizer, tokenize_batch
+
+    llm = model.cfg.llm
+    tok = load_tokenizer(llm.tokenizer, llm.vocab_size, llm.text_tokenizer)
+    ids, mask = tokenize_batch(tok, ["stack the red cube on the blue cube", "stack the blue cube on the red cube"],
+                               llm.max_text_tokens)
+    return model.embed_text(ids), mask
+
+
+def test_the_bag_of_words_pool_cannot_tell_a_swap_and_the_ordered_one_can():
+    torch.manual_seed(0)
+    model = MoLeVLA(preset("tiny", vision={"text_film_order": True}))
+    film = model.text_film
+    img = torch.randn(1, 4, model.cfg.llm.hidden_size).expand(2, -1, -1)  # one image, two instructions
+    with torch.no_grad():
+        film.to_scale_shift.weight.normal_(std=0.1)
+        text, mask = swapped_pair(model)
+        plain = film(img, text, mask)
+        # zero-initialized ordered term: exactly the bag-of-words FiLM, so a trained FiLM model gains it unchanged
+        torch.testing.assert_close(plain[0], plain[1])  # same words, other order: same modulation (to rounding)
+        film.order_mlp[-1].weight.normal_(std=0.1)
+        ordered = film(img, text, mask)
+    assert (ordered[0] - ordered[1]).abs().max() > 1e-3
+
+
+def test_ordered_film_loads_a_plain_film_checkpoint_and_needs_film():
+    torch.manual_seed(0)
+    plain = MoLeVLA(preset("tiny"))
+    ordered = MoLeVLA(preset("tiny", vision={"text_film_order": True}))
+    missing, unexpected = ordered.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["text_film.order_mlp.0.bias", "text_film.order_mlp.0.weight",
+                               "text_film.order_mlp.2.bias", "text_film.order_mlp.2.weight",
+                               "text_film.order_pos"] and not unexpected
+    with pytest.raises(ConfigError, match="text_film_order"):
+        preset("tiny", vision={"text_film": False, "text_film_order": True})

@@ -90,3 +90,28 @@ def test_grasp_probe_tells_centring_before_descending_from_descending_off_centre
     for g in blind.values():
         assert g["gain_x"] == 0.0 and g["gain_y"] == 0.0 and g["descent_mm"] == pytest.approx(10.0)
         assert g["close_rate"] == 1.0
+
+
+class FirstColourPolicy(Policy):
+    """Moves along a fixed direction per colour, chosen by the first colour word of the instruction."""
+
+    action_dt, chunk_size, num_layers = 0.1, 4, 0
+    DIRECTIONS = {"red": (1.0, 0.0), "blue": (-1.0, 0.0), "green": (0.0, 1.0), "yellow": (0.0, -1.0)}
+
+    def infer(self, image, instruction, *, seed=None):
+        colour = next(w for w in instruction.split() if w in self.DIRECTIONS)
+        actions = np.zeros((4, 7))
+        actions[:, :2] = 0.01 * np.array(self.DIRECTIONS[colour])
+        return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
+
+
+@pytest.mark.sim
+@pytest.mark.skipif(missing_sim_reason() is not None, reason=str(missing_sim_reason()))
+def test_order_probe_tells_a_deaf_policy_from_one_that_reads_the_first_colour():
+    from mole_inference.sim.probe import probe_order
+
+    deaf = probe_order(ConstantPolicy(), frames=4, seed=5).to_dict()
+    assert deaf["frames"] == 4 and deaf["same_cube"] == 1.0  # one answer whatever the order
+    assert deaf["first_named"] + deaf["first_named_swapped"] <= 1.0
+    reader = probe_order(FirstColourPolicy(), frames=4, seed=5).to_dict()
+    assert reader["same_cube"] < 1.0  # the swap changes where it goes
