@@ -42,8 +42,9 @@ class VisionConfig:
     dinov2_weights: str | None = None  # local HF folder; random init when None
     siglip_weights: str | None = None
     text_film: bool = False  # beyond the paper: image tokens modulated by the instruction (model/film.py)
-    # beyond the paper, with text_film: its pooled instruction also keeps the word order (model/film.py)
-    text_film_order: bool = False
+    # beyond the paper, with text_film: its pooled instruction also keeps the word order, through a position-aware
+    # MLP ("mlp") or a linear map per token position ("slots") (model/film.py); "off": the bag of words
+    text_film_order: Literal["off", "mlp", "slots"] = "off"
     # beyond the paper: the measured EE pose added to the cognition token (model/state_input.py);
     # every caller of `Policy.infer` must then pass `state`
     state_input: bool = False
@@ -64,7 +65,9 @@ class VisionConfig:
               "must be in 0..12 (the finest period is 50 cm / 2^(N-1))")
         check(self.state_height_bands == 0 or self.state_input, "state_height_bands", self.state_height_bands,
               "needs vision.state_input: true")
-        check(not self.text_film_order or self.text_film, "text_film_order", self.text_film_order,
+        check(self.text_film_order in ("off", "mlp", "slots"), "text_film_order", self.text_film_order,
+              "must be off, mlp or slots")
+        check(self.text_film_order == "off" or self.text_film, "text_film_order", self.text_film_order,
               "needs vision.text_film: true (it orders FiLM's pooled instruction)")
         check(self.dinov2.mlp_size % self.dinov2.hidden_size == 0, "dinov2.mlp_size", self.dinov2.mlp_size,
               f"must be a multiple of dinov2.hidden_size={self.dinov2.hidden_size} (DINOv2 has an mlp_ratio)")

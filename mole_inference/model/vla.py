@@ -42,8 +42,8 @@ class MoLeVLA(nn.Module):
         self.vision = FusedVisionEncoder(cfg.vision, d)
         self.llm = MoLeLLM(cfg.llm, causal=cfg.action_head.type != "flow")  # pi0's prefix is bidirectional
         self.router = build_router(cfg.router, cfg.llm.num_layers, d)
-        order = cfg.llm.max_text_tokens if cfg.vision.text_film_order else 0
-        self.text_film = TextFiLM(d, order) if cfg.vision.text_film else None  # beyond the paper, off by default
+        film = TextFiLM(d, cfg.vision.text_film_order, cfg.llm.max_text_tokens) if cfg.vision.text_film else None
+        self.text_film = film  # beyond the paper, off by default
         # beyond the paper, off by default
         self.state_input = StateInput(d, cfg.vision.state_height_bands) if cfg.vision.state_input else None
         self.cognition_token = nn.Parameter(torch.zeros(1, 1, d))

@@ -2,6 +2,7 @@
 Runtime matches torch, and an instruction and its colour swap give two chunks."""
 
 import numpy as np
+import pytest
 import torch
 
 from mole_inference.export.parity import FP32_TOL, stage_errors
@@ -16,12 +17,14 @@ ACTION_ATOL = 1e-4
 TRUE, SWAPPED = "stack the red cube on the blue cube", "stack the blue cube on the red cube"
 
 
-def test_ordered_film_exports_and_tells_a_swap_apart(tmp_path, image):
-    cfg = micro_config("diffusion", vision={"text_film_order": True})
+@pytest.mark.parametrize("order", ["mlp", "slots"])
+def test_ordered_film_exports_and_tells_a_swap_apart(tmp_path, image, order):
+    cfg = micro_config("diffusion", vision={"text_film_order": order})
     torch.manual_seed(1)
     model = wake_zero_inits(MoLeVLA(cfg).eval())
+    film = model.text_film
     with torch.no_grad():  # the FiLM projection and the ordered term start at zero: wake both
-        model.text_film.order_mlp[-1].weight.normal_(std=0.5)
+        (film.order_mlp[-1].weight if order == "mlp" else film.order_slots).normal_(std=0.5)
         model.text_film.to_scale_shift.weight.normal_(std=0.5)
     stats = ActionStats.identity(7)
     man = export_model(model, stats, tmp_path / "export", check=False)

@@ -50,9 +50,10 @@ def swapped_pair(model):
     return model.embed_text(ids), mask
 
 
-def test_the_bag_of_words_pool_cannot_tell_a_swap_and_the_ordered_one_can():
+@pytest.mark.parametrize("order", ["mlp", "slots"])
+def test_the_bag_of_words_pool_cannot_tell_a_swap_and_the_ordered_one_can(order):
     torch.manual_seed(0)
-    model = MoLeVLA(preset("tiny", vision={"text_film_order": True}))
+    model = MoLeVLA(preset("tiny", vision={"text_film_order": order}))
     film = model.text_film
     img = torch.randn(1, 4, model.cfg.llm.hidden_size).expand(2, -1, -1)  # one image, two instructions
     with torch.no_grad():
@@ -61,7 +62,8 @@ def test_the_bag_of_words_pool_cannot_tell_a_swap_and_the_ordered_one_can():
         plain = film(img, text, mask)
         # zero-initialized ordered term: exactly the bag-of-words FiLM, so a trained FiLM model gains it unchanged
         torch.testing.assert_close(plain[0], plain[1])  # same words, other order: same modulation (to rounding)
-        film.order_mlp[-1].weight.normal_(std=0.1)
+        last = film.order_mlp[-1].weight if order == "mlp" else film.order_slots
+        last.normal_(std=0.1)
         ordered = film(img, text, mask)
     assert (ordered[0] - ordered[1]).abs().max() > 1e-3
 
@@ -69,10 +71,13 @@ def test_the_bag_of_words_pool_cannot_tell_a_swap_and_the_ordered_one_can():
 def test_ordered_film_loads_a_plain_film_checkpoint_and_needs_film():
     torch.manual_seed(0)
     plain = MoLeVLA(preset("tiny"))
-    ordered = MoLeVLA(preset("tiny", vision={"text_film_order": True}))
-    missing, unexpected = ordered.load_state_dict(plain.state_dict(), strict=False)
+    mlp = MoLeVLA(preset("tiny", vision={"text_film_order": "mlp"}))
+    missing, unexpected = mlp.load_state_dict(plain.state_dict(), strict=False)
     assert sorted(missing) == ["text_film.order_mlp.0.bias", "text_film.order_mlp.0.weight",
                                "text_film.order_mlp.2.bias", "text_film.order_mlp.2.weight",
                                "text_film.order_pos"] and not unexpected
-    with pytest.raises(ConfigError, match="text_film_order"):
-        preset("tiny", vision={"text_film": False, "text_film_order": True})
+    slots = MoLeVLA(preset("tiny", vision={"text_film_order": "slots"}))
+    assert slots.text_film.order_slots.shape == (16, 128, 128)  # one (D, D) map per instruction token
+    for bad in ({"text_film": False, "text_film_order": "mlp"}, {"text_film_order": "attention"}):
+        with pytest.raises(ConfigError, match="text_film_order"):
+            preset("tiny", vision=bad)

@@ -96,12 +96,12 @@ class FirstColourPolicy(Policy):
     """Moves along a fixed direction per colour, chosen by the first colour word of the instruction."""
 
     action_dt, chunk_size, num_layers = 0.1, 4, 0
-    DIRECTIONS = {"red": (1.0, 0.0), "blue": (-1.0, 0.0), "green": (0.0, 1.0), "yellow": (0.0, -1.0)}
 
     def infer(self, image, instruction, *, seed=None):
-        colour = next(w for w in instruction.split() if w in self.DIRECTIONS)
+        directions = {"red": (1.0, 0.0), "blue": (-1.0, 0.0), "green": (0.0, 1.0), "yellow": (0.0, -1.0)}
+        colour = next(w for w in instruction.split() if w in directions)
         actions = np.zeros((4, 7))
-        actions[:, :2] = 0.01 * np.array(self.DIRECTIONS[colour])
+        actions[:, :2] = 0.01 * np.array(directions[colour])
         return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
 
 
