@@ -17,7 +17,8 @@
 #   L  from K / K': interventions of K (round 3), 1500 steps
 # then M from L / L': the measured pose as an input, 1500 steps on L's data; N from M / M': demonstrations that start
 # above the target cube + round 4 (1500 steps); O from N / N': the subgoal knee, 1000 steps; R from O and Q' from O':
-# stack demonstrations recorded past the release, 1000 steps; S from R / Q' (shipped): round 5 on stack, 1000 steps.
+# stack demonstrations recorded past the release, 1000 steps; S from R / Q': round 5 on stack, 1000 steps; Y from S
+# (shipped): fresh data + round 6 on S, the gripper classifier and the word-ordered FiLM, 1500 steps.
 # Recordings before Q pass --linger 0 "${old[@]}": they were made before stack demonstrations went on past success.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
 # these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n, runs/i9p); this script
@@ -165,3 +166,30 @@ $mole sim eval --checkpoint "$work/S_mole/checkpoints/step_0001000" --router ran
   --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_S_random"
 $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 25 --seed 500000
 $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 8 --seed 710000 --grasp
+# Y (shipped, session 13): from S, both runs (the all-layers twin also starts from S: S' was not at hand), 1500 steps
+# on fresh data: 1100 scripted demonstrations + HG-DAgger round 6 on S (1450 episodes), read from one cache file
+$mole sim record-demos --tasks touch,push_forward --episodes 200 --seed 110000 --out "$work/data_y/demos" &
+$mole sim record-demos --tasks pick,stack --episodes 250 --seed 120000 --no-grasp-turn --out "$work/data_y/demos"
+wait
+$mole sim record-demos --tasks pick,stack --episodes 100 --seed 130000 --no-grasp-turn --start-near-target 0.03 \
+  --out "$work/data_y/near"
+s_ckpt="$work/S_mole/checkpoints/step_0001000"
+takeover=(--no-grasp-turn --threads 1 --deviation 0.06 --stall 2.0 --gripper-vote --gripper-confirm 0.3)
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 150 --seed 140000 "${takeover[@]}" \
+  --out "$work/data_y/dagger" &
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 100 --seed 142000 "${takeover[@]}" \
+  --out "$work/data_y/dagger"
+wait
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks pick --episodes 100 --seed 141000 "${takeover[@]}" \
+  --out "$work/data_y/dagger"
+$mole data cache --data "$work/data_y" --config "$recipe/stage_y_mole.yaml" --out "$work/stage_y.npz" \
+  --image-codec webp:85
+train_pair y "cache:$work/stage_y.npz" "$s_ckpt" "$s_ckpt" --init-fresh gripper_head
+for run in Y_mole Y_full; do
+  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
+    --threads 1 "${vote[@]}" --out "$work/eval_$run" &
+done
+wait
+$mole sim eval --checkpoint "$work/Y_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
+  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_Y_random"
+$mole sim probe --checkpoint "$work/Y_mole/checkpoints/step_0001500" --frames 40 --seed 700000 --order
