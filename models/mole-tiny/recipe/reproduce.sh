@@ -157,13 +157,19 @@ for d in "$work"/stage_q_data/* "$work/dagger_s"; do ln -sfn "$(realpath "$d")" 
 train_pair s "$work/data_s" "$work/R_mole/checkpoints/step_0001000" "$work/Q_full/checkpoints/step_0001000"
 # evaluation as the robot runs it: gripper vote + 0.3 s confirmation
 vote=(--gripper-vote --gripper-confirm 0.3)
-for run in S_mole S_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001000" --tasks all --episodes 50 --seed 500000 \
-    --threads 1 "${vote[@]}" --out "$work/eval_$run" &
-done
-wait
-$mole sim eval --checkpoint "$work/S_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_S_random"
+# eval_stage STAGE STEP: held-out evaluation of STAGE_mole and STAGE_full at checkpoint STEP, then of STAGE_mole
+# with random layers
+eval_stage() {
+  local stage=$1 step=$2 run
+  for run in "${stage}_mole" "${stage}_full"; do
+    $mole sim eval --checkpoint "$work/$run/checkpoints/step_$step" --tasks all --episodes 50 --seed 500000 \
+      --threads 1 "${vote[@]}" --out "$work/eval_$run" &
+  done
+  wait
+  $mole sim eval --checkpoint "$work/${stage}_mole/checkpoints/step_$step" --router random --tasks all \
+    --episodes 50 --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_${stage}_random"
+}
+eval_stage S 0001000
 $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 25 --seed 500000
 $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 8 --seed 710000 --grasp
 # Y (shipped, session 13): from S, both runs (the all-layers twin also starts from S: S' was not at hand), 1500 steps
@@ -185,11 +191,5 @@ $mole sim collect-interventions --checkpoint "$s_ckpt" --tasks pick --episodes 1
 $mole data cache --data "$work/data_y" --config "$recipe/stage_y_mole.yaml" --out "$work/stage_y.npz" \
   --image-codec webp:85
 train_pair y "cache:$work/stage_y.npz" "$s_ckpt" "$s_ckpt" --init-fresh gripper_head
-for run in Y_mole Y_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001500" --tasks all --episodes 50 --seed 500000 \
-    --threads 1 "${vote[@]}" --out "$work/eval_$run" &
-done
-wait
-$mole sim eval --checkpoint "$work/Y_mole/checkpoints/step_0001500" --router random --tasks all --episodes 50 \
-  --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_Y_random"
+eval_stage Y 0001500
 $mole sim probe --checkpoint "$work/Y_mole/checkpoints/step_0001500" --frames 40 --seed 700000 --order
