@@ -175,7 +175,7 @@ class ActionHeadConfig:
     # DDIM clipping of the predicted x_0 to [-1, 1]: at every step (this code's original behaviour, the default so
     # older checkpoints sample as before) or only the final sample, as CogACT samples (clip_denoised=False).
     ddim_clip: Literal["every_step", "final"] = "every_step"
-    # Beyond the paper (diffusion family, off by default): a linear classifier on the cognition feature gives the
+    # Beyond the paper (diffusion family, off by default): a two-layer classifier on the cognition feature gives the
     # chunk's gripper column as P(open) per step instead of the DiT's sampled value, so the grasp / release decision
     # is not redrawn from noise at every replan (model/gripper_head.py); trained with `training.gripper_weight`.
     gripper_head: bool = False

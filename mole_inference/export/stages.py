@@ -189,7 +189,7 @@ class GripperStage(nn.Module):
         self.head = model.gripper_head
 
     def forward(self, cognition: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(cognition))  # (1, C)
+        return self.head.open_prob(cognition)  # (1, C)
 
 
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:

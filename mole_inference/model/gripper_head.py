@@ -25,16 +25,15 @@ class GripperHead(nn.Module):
     def forward(self, cognition: torch.Tensor) -> torch.Tensor:
         return self.net(cognition)
 
+    def open_prob(self, cognition: torch.Tensor) -> torch.Tensor:
+        """P(open) (B, C): what the sampled chunk's gripper column becomes (torch, and the exported `gripper` stage)."""
+        return torch.sigmoid(self(cognition))
+
 
 def with_open_prob(actions: torch.Tensor, open_prob: torch.Tensor) -> torch.Tensor:
     """Normalized actions (B, C, A) with the last (unnormalized gripper, 1 = open) column set to `open_prob` (B, C):
     the torch model and the exported runtimes (whose `gripper` stage gives the probability) both end with it."""
     return torch.cat([actions[..., :-1], open_prob.to(actions.dtype).unsqueeze(-1)], dim=-1)
-
-
-def with_gripper(actions: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """`with_open_prob` from the classifier's logits (B, C)."""
-    return with_open_prob(actions, torch.sigmoid(logits))
 
 
 def gripper_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

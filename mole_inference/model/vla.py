@@ -22,7 +22,7 @@ from mole_inference.model.dynamic_exit import exit_depth_gate, run_with_exit
 from mole_inference.model.film import TextFiLM
 from mole_inference.model.flow_expert import FlowExpert, PrefixKV
 from mole_inference.model.flow_matching import euler_sample
-from mole_inference.model.gripper_head import GripperHead, with_gripper
+from mole_inference.model.gripper_head import GripperHead, with_open_prob
 from mole_inference.model.llm import LayerCache, MoLeLLM
 from mole_inference.model.mod import mod_forward
 from mole_inference.model.routers import RouterOutput, build_router, straight_through_gate, topk_mask
@@ -150,7 +150,7 @@ class MoLeVLA(nn.Module):
         """DDIM from `noise` (B, C, A) to normalized actions in [-1, 1]; with `action_head.gripper_head` the gripper
         column is the classifier's P(open) instead of the sampled value."""
         actions = self.scheduler.sample(lambda x, t: self.denoise(x, t, cognition), noise, generator)
-        return actions if self.gripper_head is None else with_gripper(actions, self.gripper_head(cognition))
+        return actions if self.gripper_head is None else with_open_prob(actions, self.gripper_head.open_prob(cognition))
 
     def decode_actions(self, h: torch.Tensor, key_mask: torch.Tensor, layers: Sequence[int],
                        use_cache: bool = True) -> torch.Tensor:

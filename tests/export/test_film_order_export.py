@@ -1,5 +1,6 @@
 """`vision.text_film_order` exported: the ordered pooling lives in the router stage (which builds the prompt); ONNX
-Runtime matches torch, and an instruction and its colour swap give two chunks."""
+Runtime matches torch, and the exported router stage modulates the image tokens differently for an instruction and
+its colour swap (the bag-of-words FiLM cannot)."""
 
 import numpy as np
 import pytest
@@ -31,10 +32,14 @@ def test_ordered_film_exports_and_tells_a_swap_apart(tmp_path, image, order):
     errors = stage_errors(model, man)
     assert max(errors.values()) <= FP32_TOL, errors
     torch_policy, ort_policy = TorchPolicy(model, cfg, stats), OnnxPolicy.from_export(man.root)
-    chunks = []
+    image_tokens = []
     for text in (TRUE, SWAPPED):
         a = torch_policy.infer(image, text, seed=0)
         b = ort_policy.infer(image, text, seed=0)
         np.testing.assert_allclose(b.actions, a.actions, atol=ACTION_ATOL)
-        chunks.append(b.actions)
-    assert np.abs(chunks[0][:, :-1] - chunks[1][:, :-1]).max() > 100 * ACTION_ATOL
+        pixels, ids, mask = ort_policy.prepare(image, text)
+        (img,) = ort_policy.stages("vision", pixels=pixels)
+        h = ort_policy.stages("router", img=img, ids=ids, text_mask=mask)[1]  # (1, S, D): [image | text | cog]
+        image_tokens.append(h[:, : img.shape[1]])
+    # only FiLM lets the instruction into the image tokens: the exported ordered term tells the swap apart there
+    assert np.abs(image_tokens[0] - image_tokens[1]).max() > 100 * ACTION_ATOL

@@ -7,18 +7,20 @@ import torch
 
 from mole_inference.config import preset
 from mole_inference.errors import ConfigError
-from mole_inference.model.gripper_head import gripper_loss, with_gripper
+from mole_inference.model.gripper_head import GripperHead, gripper_loss, with_open_prob
 from mole_inference.model.vla import MoLeVLA
 from mole_inference.training.objective import MoLeObjective, draw_diffusion, step_generator
 from tests.model.conftest import inputs, micro
 
 
-def test_with_gripper_sets_only_the_last_column_to_the_probability():
+def test_the_classifier_probability_replaces_only_the_last_column():
+    torch.manual_seed(0)
+    head = GripperHead(8, 3)
+    cog = torch.randn(2, 8)
     actions = torch.rand(2, 3, 7) * 2 - 1
-    logits = torch.tensor([[0.0, 10.0, -10.0], [2.0, -2.0, 0.5]])
-    out = with_gripper(actions, logits)
+    out = with_open_prob(actions, head.open_prob(cog))
     assert torch.equal(out[..., :-1], actions[..., :-1])
-    torch.testing.assert_close(out[..., -1], torch.sigmoid(logits))
+    torch.testing.assert_close(out[..., -1], torch.sigmoid(head(cog)))
 
 
 def test_loss_is_bce_by_hand_and_ignores_padding():

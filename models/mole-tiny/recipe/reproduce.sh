@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 7 h on 2 cores, plus about
-# 2.5 h of data collection and evaluation).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 7.5 h of training on 2 cores,
+# plus the data collection and evaluation: about 2.5 h up to S; stage Y's 1450 recordings were not timed end to end).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
