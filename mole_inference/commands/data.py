@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "to the model's input) as one file. Loading it takes seconds instead of "
                                        "about 0.2 s per episode; it only fits configs with the same image size, "
                                        "chunk size, action_dt and kept sources.")
-    c.add_argument("--data", required=True, help="episode bags folder or lerobot:DIR")
+    c.add_argument("--data", required=True, action="append",
+                   help="episode bags folder, lerobot:DIR or cache:FILE; repeat to write the union (a cache of "
+                   "the data so far plus new recordings)")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--config", help="model config YAML the samples are built for")
     src.add_argument("--preset", help="preset name instead of --config (default: tiny)")

@@ -37,7 +37,8 @@ def _linger_arg(p: argparse.ArgumentParser) -> None:
     """How long a recording goes on after the task is done (`record-demos` and `collect-interventions` alike)."""
     p.add_argument("--linger", type=float, default=None, metavar="S",
                    help="keep recording S seconds after the task is done (default: each task's own, stack 0.5 s "
-                   "for the release and the move away, 0 for the others: end at the success tick)")
+                   "for the release and the move away, pick 0.5 s for the rest of the lift, 0 for touch and "
+                   "push: end at the success tick)")
 
 
 def _expert_args(p: argparse.ArgumentParser, prefix: str = "") -> None:

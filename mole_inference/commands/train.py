@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", help="model config YAML (a preset's format, with a `training:` section)")
     src.add_argument("--preset", help="preset name instead of --config (default: tiny)")
-    p.add_argument("--data", required=True,
-                   help="folder of episode bags (searched recursively), or lerobot:DIR for a LeRobot v3 dataset")
+    p.add_argument("--data", required=True, action="append",
+                   help="folder of episode bags (searched recursively), lerobot:DIR for a LeRobot v3 dataset, or "
+                   "cache:FILE (`mole-vla data cache`); repeat to train on the union, e.g. the data so far and "
+                   "the new intervention recordings")
     p.add_argument("--image-key", help="LeRobot camera feature (default observation.images.wrist, or the only one)")
     p.add_argument("--action-key", help="LeRobot 7-D EE delta action feature (default action)")
     p.add_argument("--state-key", help="LeRobot state feature to check for (not used by the model)")

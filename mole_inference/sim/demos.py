@@ -80,7 +80,7 @@ class DemoConfig:
     release_tol: float = 0.008  # m, stack: the expert opens within this of its release pose (SimConfig)
     place_offset: float = 0.008  # m, stack: how far off the base's centre the expert puts the cube (SimConfig)
     linger: float | None = None  # s recorded after the task is done, the actor still acting; None: each task's
-    # own `Task.linger` (stack 0.5 s: the release and the move away; 0 for the others)
+    # own `Task.linger` (stack 0.5 s: the release and the move away; pick 0.5 s: the rest of the lift; else 0)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)

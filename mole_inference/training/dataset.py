@@ -12,7 +12,7 @@ the sampler's step (resume continues identically, any number of loader workers).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,55 @@ class SampleTable:
         return cls(cat["frames"], cat["actions"], cat["mask"], cat["source"], cat["instr"], cat["task"], cat["ep"],
                    list(instructions), list(tasks), paths, cat["idx"], cat["goal"],
                    cat["state"])
+
+    @classmethod
+    def concat(cls, tables: Sequence[SampleTable]) -> SampleTable:
+        """Several tables as one (`--data A --data B`): instruction and task ids point into the merged lists, the
+        episodes follow in order. An episode in two tables is an InputError (its samples would count twice, e.g. a
+        cache and the bag folder it was built from). An optional column one table lacks is unknown for its rows
+        (NaN goals and states); `frame_index` is kept only when every table has it."""
+        if not tables:
+            raise InputError("no data sources given")
+        if len(tables) == 1:
+            return tables[0]
+        if len({t.frames.shape[1:] for t in tables}) > 1:
+            raise InputError(f"data sources have different frame sizes {sorted({t.frames.shape[1:] for t in tables})}")
+        seen: dict[str, int] = {}
+        twice: list[str] = []
+        for i, t in enumerate(tables):
+            for p in t.episodes:
+                key = str(Path(p).resolve()) if Path(p).exists() else str(p)
+                if key in seen:
+                    twice.append(f"{p} (sources {seen[key] + 1} and {i + 1})")
+                seen[key] = i
+        if twice:
+            raise InputError(f"{len(twice)} episodes are in two data sources, e.g. {twice[0]}: their samples would "
+                             "count twice (pass each recording once)")
+        instructions: dict[str, int] = {}
+        tasks: dict[str, int] = {}
+        instr, task, ep = [], [], []
+        offset = 0
+        for t in tables:
+            instr.append(np.array([instructions.setdefault(s, len(instructions)) for s in t.instructions])[
+                t.instruction_id])
+            task.append(np.array([tasks.setdefault(s, len(tasks)) for s in t.tasks])[t.task_id])
+            ep.append(t.episode_id + offset)
+            offset += len(t.episodes)
+
+        def column(name: str, width: int) -> np.ndarray:
+            return np.concatenate([getattr(t, name) if getattr(t, name) is not None
+                                   else np.full((len(t), width), np.nan) for t in tables])
+
+        index = None
+        if all(t.frame_index is not None for t in tables):
+            index = np.concatenate([t.frame_index for t in tables])
+        else:
+            log.warning("a data source has no frame positions: early-frame weighting is off for the union")
+        return cls(np.concatenate([t.frames for t in tables]), np.concatenate([t.actions for t in tables]),
+                   np.concatenate([t.action_mask for t in tables]), np.concatenate([t.source for t in tables]),
+                   np.concatenate(instr), np.concatenate(task), np.concatenate(ep), list(instructions), list(tasks),
+                   [p for t in tables for p in t.episodes], index, column("goals", GOAL_DIM),
+                   column("states", STATE_DIM))
 
     def action_stats(self) -> ActionStats:
         """q01/q99 over the recorded (unpadded) actions; the gripper dimension stays unnormalized."""

@@ -14,6 +14,7 @@ the bag samples.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,21 +70,31 @@ def lerobot_episode_samples(root: str | Path, cfg: ModelConfig, image_key: str |
                            ep.instructions) for ep in episodes]
 
 
-def load_source_table(spec: str | Path, cfg: ModelConfig, image_key: str | None = None,
+def load_source_table(spec: str | Path | Sequence[str | Path], cfg: ModelConfig, image_key: str | None = None,
                       action_key: str | None = None, state_key: str | None = None) -> SampleTable:
     """`lerobot:DIR` -> a LeRobot dataset's samples; `cache:FILE` -> a cached table; anything else -> the episode
-    bags under it (`load_table`)."""
+    bags under it (`load_table`). Several specs -> their union (`SampleTable.concat`): a cache of the data so far
+    plus the folder of new recordings, say; the LeRobot keys apply to the LeRobot ones."""
     from mole_inference.training.table_cache import CACHE_PREFIX, load_table_cache
 
-    text = str(spec)
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    keys = (("--image-key", image_key), ("--action-key", action_key), ("--state-key", state_key))
+    given = [flag for flag, v in keys if v]
+    if given and not any(str(s).startswith(LEROBOT_PREFIX) for s in specs):
+        raise InputError(f"{', '.join(given)} apply to LeRobot data: pass --data {LEROBOT_PREFIX}DIR")
+    if len(specs) != 1:
+        lerobot = [str(s).startswith(LEROBOT_PREFIX) for s in specs]
+        tables = [load_source_table(s, cfg, *((image_key, action_key, state_key) if lr else (None, None, None)))
+                  for s, lr in zip(specs, lerobot, strict=True)]
+        table = SampleTable.concat(tables)
+        log.info("dataset: %d sources, %d episodes, %d samples, %d tasks %s", len(specs), len(table.episodes),
+                 len(table), len(table.tasks), table.tasks)
+        return table
+    text = str(specs[0])
     if not text.startswith(LEROBOT_PREFIX):
-        given = [flag for flag, v in (("--image-key", image_key), ("--action-key", action_key),
-                                      ("--state-key", state_key)) if v]
-        if given:
-            raise InputError(f"{', '.join(given)} apply to LeRobot data: pass --data {LEROBOT_PREFIX}DIR")
         if text.startswith(CACHE_PREFIX):
             return load_table_cache(text[len(CACHE_PREFIX):], cfg)
-        return load_table(spec, cfg)
+        return load_table(text, cfg)
     root = Path(text[len(LEROBOT_PREFIX):]).expanduser()
     episodes = lerobot_episode_samples(root, cfg, image_key, action_key, state_key)
     if not episodes:

@@ -164,3 +164,21 @@ def test_linger_must_not_be_negative():
 
     with pytest.raises(ConfigError, match="linger"):
         DemoConfig(linger=-0.1)
+
+
+def test_pick_records_the_lift_past_success(tmp_path):
+    """Pick succeeds 2-3 actions into the lift; its default linger records the rest of it (up to the hover height),
+    so the recording is no longer mostly the closing hand standing still."""
+    from mole_inference.data.bag_reader import read_episode
+    from mole_inference.sim.demos import DemoConfig, record_demos
+
+    cut, kept = (record_demos(tmp_path / f"p{s}", DemoConfig(tasks=("pick",), episodes=1, seed=3,
+                                                               start_near_target=0.02, linger=s)).results[-1]
+                 for s in (0.0, None))
+    assert cut.success and kept.success and kept.ticks == cut.ticks + 25
+    a, b = (read_episode(r.path, decode_images=False) for r in (cut, kept))
+    np.testing.assert_array_equal(b.deltas[:cut.ticks], a.deltas)
+    closed = np.flatnonzero(b.deltas[:, 6] == 0.0)
+    assert len(closed) and (b.deltas[cut.ticks:, 6] == 0.0).all()  # still holding it
+    lift_a, lift_b = (ep.deltas[closed[0]:, 2].clip(0).sum() for ep in (a, b))
+    assert lift_b > lift_a + 0.03  # at least 3 cm more of the lift recorded
