@@ -53,6 +53,9 @@ def _expert_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help=prefix + "stack: the expert opens once the TCP is within M of its release pose, the cube "
                    "2 mm above resting (default 0.008; the recordings before stage T: 0.003 with --place-offset 0, "
                    "6 mm up)")
+    p.add_argument("--grasp-hold", type=float, default=None, metavar="S",
+                   help=prefix + "pick and stack: the expert stands still S seconds after closing the fingers "
+                   "(default: until they hold the cube, then it lifts; 0.6: the recordings before stage BB)")
 
 
 def _gripper_args(p: argparse.ArgumentParser) -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 HOVER_Z = 0.13  # m: TCP height for moving above the objects
 LOW_LEVEL_Z = 0.07  # m: lowest TCP height for re-centring above a cube with open fingers (tips clear its top)
 MAX_SPEED = 0.25  # m/s
+GRASP_SETTLE = 0.06  # s the fingers hold the cube before the expert lifts (grasp_hold None)
+GRASP_HOLD_MAX = 0.6  # s: the longest it waits for them
 MAX_ANGULAR_SPEED = 1.5  # rad/s
 PUSH_GRIPPER = 0.4  # fingers ~3 cm apart: a two-point contact that keeps a pushed cube square
 RESPONSE_TIME = 0.1  # s: fraction of the remaining error closed per tick is control_dt / RESPONSE_TIME
@@ -63,8 +65,14 @@ class ScriptedExpert:
 
     def __init__(self, task: Task, control_dt: float = 0.1, noise_trans: float = 0.0, noise_rot: float = 0.0,
                  rng: np.random.Generator | None = None, grasp_turn: bool = True, release_tol: float = 0.008,
-                 place_offset: float = 0.008) -> None:
+                 place_offset: float = 0.008, grasp_hold: float | None = None) -> None:
         self.task = task
+        # After closing on a cube: with None, lift once the fingers have held it for GRASP_SETTLE (about 0.15 s in
+        # this sim; at most GRASP_HOLD_MAX). A fixed wait (the recordings before stage BB stood still 0.6 s) shows a
+        # policy frames of a closed hand standing still that look like the frames of the lift's start: replanning
+        # every 0.1 s from "somewhere in the wait", policies crept upward or held the cube on the table until time
+        # ran out (traced on tuning layouts). Waiting on what the fingers do keeps the wait visible in the image.
+        self.grasp_hold = grasp_hold
         # Stack's release. Success allows the cube 2 cm off the base's centre; an expert that always centred it to
         # 1 mm and opened only within 3 mm of a pose 6 mm up taught a policy that lands the cube 3-8 mm off centre
         # to keep adjusting and never let go (traced on tuning layouts: cube resting on the base, hand closed).
@@ -143,6 +151,18 @@ class ScriptedExpert:
         for _ in range(self._ticks(seconds)):
             yield wp
 
+    def _close_on(self, name: str) -> Iterator[Waypoint]:
+        """Close where the TCP is until both fingers have held `name` for GRASP_SETTLE (at most GRASP_HOLD_MAX: a
+        missed grasp lifts the empty hand, and the plan's loop tries again)."""
+        s = self._state
+        wp = Waypoint(s.ee_pos.copy(), ee_yaw(s.ee_rot), GRIPPER_CLOSED)
+        held = 0
+        for _ in range(self._ticks(GRASP_HOLD_MAX)):
+            yield wp
+            held = held + 1 if self._state.held(name) else 0
+            if held >= self._ticks(GRASP_SETTLE):
+                return
+
     def _ticks(self, seconds: float) -> int:
         return max(1, int(np.ceil(seconds / self.control_dt)))
 
@@ -176,7 +196,10 @@ class ScriptedExpert:
         yaw = (lambda s: grasp_yaw(s, name, near)) if self.grasp_turn else (lambda s: near)
         yield from self._move(self._above(name, level), yaw, GRIPPER_OPEN, tol=0.01)
         yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
-        yield from self._hold(0.6, GRIPPER_CLOSED)
+        if self.grasp_hold is None:
+            yield from self._close_on(name)
+        else:
+            yield from self._hold(self.grasp_hold, GRIPPER_CLOSED)
         yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_CLOSED, tol=0.01)
 
     # -- per-task plans (each loops: a failed attempt is retried until the episode ends) ------------

@@ -168,6 +168,49 @@ def test_stack_expert_puts_the_cube_off_centre_and_opens_near_enough():
     assert sum(r[0] for r in loose) < sum(r[0] for r in tight)  # opens sooner
 
 
+@pytest.mark.parametrize("task", ["pick", "stack"])
+def test_expert_lifts_once_the_fingers_hold_the_cube(task):
+    """By default the expert lifts as soon as the fingers have held the cube for a moment (its wait is what the
+    fingers show, not a clock); `expert_grasp_hold=0.6` stands still 0.6 s after closing, as the recordings before
+    stage BB did. Both still succeed."""
+    from mole_inference.sim.env import make_env
+
+    def close_to_lift(hold: float | None, seed: int) -> tuple[int, int, bool]:
+        with make_env(task, seed=0, cameras=(), control_dt=0.02, expert_grasp_hold=hold,  # 50 Hz, as recorded
+                      start_near_target=0.02) as env:
+            env.reset(seed, render=False)
+            expert = env.make_expert()
+            expert.reset()
+            closed_at = held_at = lift_at = None
+            done, info, tick = False, {}, 0
+            while not done:
+                s = env.state()
+                if closed_at is not None and held_at is None and s.held(env.task.target):
+                    held_at = tick
+                action = expert.act(s)
+                if closed_at is None and action[6] < 0.5:
+                    closed_at = tick
+                if closed_at is not None and lift_at is None and action[2] > 0.002:
+                    lift_at = tick
+                _, done, info = env.step(action, render=False)
+                tick += 1
+            return lift_at - closed_at, lift_at - held_at, bool(info["success"])
+
+    for seed in (400, 401):
+        waited, after_held, ok = close_to_lift(None, seed)
+        assert ok and waited <= 10 and after_held <= 5  # 0.2 s after closing, 0.1 s after holding
+        old, _, ok = close_to_lift(0.6, seed)
+        assert ok and old == 30  # 0.6 s at 50 Hz
+
+
+def test_grasp_hold_is_checked():
+    from mole_inference.config.sim import SimConfig
+    from mole_inference.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expert_grasp_hold"):
+        SimConfig(expert_grasp_hold=0.0)
+
+
 def test_release_tolerance_and_place_offset_are_checked():
     from mole_inference.config.sim import SimConfig
     from mole_inference.errors import ConfigError
