@@ -56,6 +56,9 @@ def _expert_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument("--grasp-hold", type=float, default=None, metavar="S",
                    help=prefix + "pick and stack: the expert stands still S seconds after closing the fingers "
                    "(default: until they hold the cube, then it lifts; 0.6: the recordings before stage BB)")
+    p.add_argument("--grasp-offset", type=float, default=0.012, metavar="M",
+                   help=prefix + "pick and stack: the expert closes with the TCP up to M off the cube's centre in "
+                   "x/y (default 0.012; 0: centred, as in the recordings before stage BB)")
 
 
 def _gripper_args(p: argparse.ArgumentParser) -> None:

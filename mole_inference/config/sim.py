@@ -67,6 +67,9 @@ class SimConfig:
     # s, pick and stack (ScriptedExpert): None = lift once the fingers hold the cube; a number = stand still that
     # long after closing, whatever the fingers do (0.6: the recordings before stage BB)
     expert_grasp_hold: float | None = None
+    # m, pick and stack (ScriptedExpert): each grasp closes up to this off the cube's centre in x/y (0: centred,
+    # the recordings before stage BB)
+    expert_grasp_offset: float = 0.012
     start_offset: float = 0.0  # m: start TCP uniform in HOME +- this in x and y, +- half of it in z (0: home)
     start_yaw: float = 0.0  # rad: start yaw uniform in +- this about the pointing-down home orientation
     # m: when > 0 the start TCP is above the task's target cube instead of around home, off its centre by up to
@@ -82,6 +85,8 @@ class SimConfig:
         positive(self, "control_dt", "physics_dt", "image_size", "expert_release_tol")
         check(self.expert_grasp_hold is None or self.expert_grasp_hold > 0, "expert_grasp_hold",
               self.expert_grasp_hold, "must be > 0 seconds (or None: until the fingers hold the cube)")
+        check(0 <= self.expert_grasp_offset <= 0.015, "expert_grasp_offset", self.expert_grasp_offset,
+              "must be in [0, 0.015] m (the open fingers clear a 4 cm cube by 2 cm each side)")
         check(0 <= self.expert_place_offset <= 0.015, "expert_place_offset", self.expert_place_offset,
               "must be in [0, 0.015] m (stack succeeds within 2 cm of the base's centre)")
         ratio = self.control_dt / self.physics_dt
@@ -100,7 +105,7 @@ class SimConfig:
 
 # The scripted expert's settings that record-demos, collect-interventions and `sim eval --expert` take: fields of
 # DemoConfig / EvalConfig and CLI destinations of these names; SimConfig holds each as `expert_<name>`.
-EXPERT_SETTINGS = ("grasp_turn", "release_tol", "place_offset", "grasp_hold")
+EXPERT_SETTINGS = ("grasp_turn", "release_tol", "place_offset", "grasp_hold", "grasp_offset")
 
 
 def expert_settings(source: Any) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class DemoConfig:
     release_tol: float = 0.008  # m, stack: the expert opens within this of its release pose (SimConfig)
     place_offset: float = 0.008  # m, stack: how far off the base's centre the expert puts the cube (SimConfig)
     grasp_hold: float | None = None  # s the expert stands still after closing; None: until held (SimConfig)
+    grasp_offset: float = 0.012  # m, pick and stack: how far off the cube's centre the expert closes (SimConfig)
     linger: float | None = None  # s recorded after the task is done, the actor still acting; None: each task's
     # own `Task.linger` (stack 0.5 s: the release and the move away; pick 0.5 s: the rest of the lift; else 0)
 

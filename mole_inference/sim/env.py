@@ -137,7 +137,8 @@ class SimEnv:
         return ScriptedExpert(self.task, control_dt or self.control_dt, cfg.expert_noise_trans if noisy else 0.0,
                               cfg.expert_noise_rot if noisy else 0.0, rng if rng is not None else self.rng,
                               grasp_turn=cfg.expert_grasp_turn, release_tol=cfg.expert_release_tol,
-                              place_offset=cfg.expert_place_offset, grasp_hold=cfg.expert_grasp_hold)
+                              place_offset=cfg.expert_place_offset, grasp_hold=cfg.expert_grasp_hold,
+                              grasp_offset=cfg.expert_grasp_offset)
 
     def close(self) -> None:
         """Release the renderer's GL context."""

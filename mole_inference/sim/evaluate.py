@@ -56,6 +56,7 @@ class EvalConfig:
     release_tol: float = 0.008  # `--expert` only, m: stack's release tolerance (ScriptedExpert.release_tol)
     place_offset: float = 0.008  # `--expert` only, m: stack's placement spread (ScriptedExpert.place_offset)
     grasp_hold: float | None = None  # `--expert` only, s: the wait after closing (ScriptedExpert.grasp_hold)
+    grasp_offset: float = 0.012  # `--expert` only, m: where grasps close (ScriptedExpert.grasp_offset)
     sticky_gripper: float = 0.0  # s a policy gripper switch is kept before the next (SafetyConfig); 0: off
     gripper_confirm: float = 0.0  # s the policy must ask for a gripper switch before it is sent (debounce); 0: off
 

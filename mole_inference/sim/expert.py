@@ -65,7 +65,7 @@ class ScriptedExpert:
 
     def __init__(self, task: Task, control_dt: float = 0.1, noise_trans: float = 0.0, noise_rot: float = 0.0,
                  rng: np.random.Generator | None = None, grasp_turn: bool = True, release_tol: float = 0.008,
-                 place_offset: float = 0.008, grasp_hold: float | None = None) -> None:
+                 place_offset: float = 0.008, grasp_hold: float | None = None, grasp_offset: float = 0.012) -> None:
         self.task = task
         # After closing on a cube: with None, lift once the fingers have held it for GRASP_SETTLE (about 0.15 s in
         # this sim; at most GRASP_HOLD_MAX). A fixed wait (the recordings before stage BB stood still 0.6 s) shows a
@@ -73,6 +73,12 @@ class ScriptedExpert:
         # every 0.1 s from "somewhere in the wait", policies crept upward or held the cube on the table until time
         # ran out (traced on tuning layouts). Waiting on what the fingers do keeps the wait visible in the image.
         self.grasp_hold = grasp_hold
+        # Pick and stack: each grasp closes with the TCP up to `grasp_offset` (m) off the cube's centre in x/y (a
+        # uniform draw per attempt; the fingers open 8 cm around a 4 cm cube, so the grasp still holds). An expert
+        # that closed only within 5 mm of the centre taught a policy that hovers 5-20 mm off to keep centring and
+        # never closes (traced on tuning stack layouts: 18 s at the cube, fingers open). 0: centred, as the
+        # recordings before stage BB.
+        self.grasp_offset = grasp_offset
         # Stack's release. Success allows the cube 2 cm off the base's centre; an expert that always centred it to
         # 1 mm and opened only within 3 mm of a pose 6 mm up taught a policy that lands the cube 3-8 mm off centre
         # to keep adjusting and never let go (traced on tuning layouts: cube resting on the base, hand closed).
@@ -166,8 +172,10 @@ class ScriptedExpert:
     def _ticks(self, seconds: float) -> int:
         return max(1, int(np.ceil(seconds / self.control_dt)))
 
-    def _above(self, name: str, height: float) -> Callable[[SceneState], np.ndarray]:
-        return lambda s: np.array([*s.objects[name].pos[:2], height])
+    def _above(self, name: str, height: float, aim: np.ndarray | None = None) -> Callable[[SceneState], np.ndarray]:
+        """TCP target `height` above the table over `name`'s centre (plus `aim` in x/y)."""
+        shift = np.zeros(2) if aim is None else aim
+        return lambda s: np.array([*(s.objects[name].pos[:2] + shift), height])
 
     def _carry(self, held: str, base: str, height: float,
                aim: np.ndarray | None = None) -> Callable[[SceneState], np.ndarray]:
@@ -194,8 +202,9 @@ class ScriptedExpert:
         level = float(np.clip(self._state.ee_pos[2], LOW_LEVEL_Z, HOVER_Z))
         near = ee_yaw(self._state.ee_rot)
         yaw = (lambda s: grasp_yaw(s, name, near)) if self.grasp_turn else (lambda s: near)
-        yield from self._move(self._above(name, level), yaw, GRIPPER_OPEN, tol=0.01)
-        yield from self._move(self._above(name, CUBE_HALF), yaw, GRIPPER_OPEN, tol=0.005)
+        aim = self._disc(self.grasp_offset)
+        yield from self._move(self._above(name, level, aim), yaw, GRIPPER_OPEN, tol=0.01)
+        yield from self._move(self._above(name, CUBE_HALF, aim), yaw, GRIPPER_OPEN, tol=0.005)
         if self.grasp_hold is None:
             yield from self._close_on(name)
         else:
@@ -244,7 +253,7 @@ class ScriptedExpert:
             # carry without turning: a centred cube rests on the base at any yaw
             carried = ee_yaw(self._state.ee_rot)
             yaw = lambda s, carried=carried: carried  # noqa: E731
-            aim = self._place_aim()
+            aim = self._disc(self.place_offset)
             yield from self._move(self._carry(top, base, HOVER_Z, aim), yaw, GRIPPER_CLOSED, tol=0.008)
             clearance = 0.006 if self.place_offset == 0 else 0.002  # recordings before stage T: 6 mm up
             yield from self._move(self._carry(top, base, 2 * CUBE_HALF + clearance, aim), yaw, GRIPPER_CLOSED,
@@ -253,12 +262,12 @@ class ScriptedExpert:
             yield from self._move(lambda s: np.array([*s.ee_pos[:2], HOVER_Z]), yaw, GRIPPER_OPEN, tol=0.01)
 
 
-    def _place_aim(self) -> np.ndarray:
-        """Where this stack attempt puts the cube: uniform in a disc of `place_offset` around the base's centre
-        (no draw when 0, so older recordings replay with the same noise)."""
-        if self.place_offset == 0:
+    def _disc(self, radius: float) -> np.ndarray:
+        """An x/y offset uniform in a disc of `radius` (m): where a grasp closes or a stack puts the cube relative
+        to the centre (no draw when 0, so older recordings replay with the same noise)."""
+        if radius == 0:
             return np.zeros(2)
-        r, phi = self.place_offset * np.sqrt(self.rng.uniform()), self.rng.uniform(0.0, 2 * np.pi)
+        r, phi = radius * np.sqrt(self.rng.uniform()), self.rng.uniform(0.0, 2 * np.pi)
         return np.array([r * np.cos(phi), r * np.sin(phi)])
 
 

@@ -23,11 +23,11 @@ class SidewaysPolicy(Policy):
         return ActionChunk(actions, RoutingDecision((), np.zeros(0), 0))
 
 
-def collect(tmp_path, policy, task="touch", rule=None):
+def collect(tmp_path, policy, task="touch", rule=None, **settings):
     from mole_inference.sim.demos import DemoConfig
     from mole_inference.sim.interventions import collect_interventions
 
-    cfg = DemoConfig(tasks=(task,), episodes=1, seed=11, noise_trans=0.0, dart=False)
+    cfg = DemoConfig(tasks=(task,), episodes=1, seed=11, noise_trans=0.0, dart=False, **settings)
     summary, stats = collect_interventions(policy, str(tmp_path), cfg, rule)
     return summary.results[-1], stats[task]
 
@@ -154,7 +154,8 @@ def test_takeovers_are_counted_by_the_rule_that_fired(tmp_path):
     from mole_inference.sim.expert_policy import ExpertPolicy
 
     _, drifting = collect(tmp_path / "drift", SidewaysPolicy())
-    _, closed = collect(tmp_path / "closed", closed_gripper_expert(), "pick")
+    # centred grasps: the expert that drives and the one that watches draw different grasp offsets otherwise
+    _, closed = collect(tmp_path / "closed", closed_gripper_expert(), "pick", grasp_offset=0.0)
     _, fine = collect(tmp_path / "fine", ExpertPolicy())
     assert drifting.reasons == {"away": 1} and closed.reasons == {"gripper": 1} and fine.reasons == {}
 
