@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 HOVER_Z = 0.13  # m: TCP height for moving above the objects
 LOW_LEVEL_Z = 0.07  # m: lowest TCP height for re-centring above a cube with open fingers (tips clear its top)
 MAX_SPEED = 0.25  # m/s
+MAX_ANGULAR_SPEED = 1.5  # rad/s
 GRASP_SETTLE = 0.06  # s the fingers hold the cube before the expert lifts (grasp_hold None)
 GRASP_HOLD_MAX = 0.6  # s: the longest it waits for them
-MAX_ANGULAR_SPEED = 1.5  # rad/s
 PUSH_GRIPPER = 0.4  # fingers ~3 cm apart: a two-point contact that keeps a pushed cube square
 RESPONSE_TIME = 0.1  # s: fraction of the remaining error closed per tick is control_dt / RESPONSE_TIME
 
@@ -67,11 +67,12 @@ class ScriptedExpert:
                  rng: np.random.Generator | None = None, grasp_turn: bool = True, release_tol: float = 0.008,
                  place_offset: float = 0.008, grasp_hold: float | None = None, grasp_offset: float = 0.012) -> None:
         self.task = task
-        # After closing on a cube: with None, lift once the fingers have held it for GRASP_SETTLE (about 0.15 s in
-        # this sim; at most GRASP_HOLD_MAX). A fixed wait (the recordings before stage BB stood still 0.6 s) shows a
-        # policy frames of a closed hand standing still that look like the frames of the lift's start: replanning
-        # every 0.1 s from "somewhere in the wait", policies crept upward or held the cube on the table until time
-        # ran out (traced on tuning layouts). Waiting on what the fingers do keeps the wait visible in the image.
+        # After closing on a cube: with None, lift once the fingers have held it for GRASP_SETTLE (the lift starts
+        # 0.1 s after closing in this sim; at most GRASP_HOLD_MAX). A fixed wait (the recordings before stage BB
+        # stood still 0.6 s) shows a policy frames of a closed hand standing still that look like the frames of the
+        # lift's start: replanning every 0.1 s from "somewhere in the wait", policies crept upward or held the cube
+        # on the table until time ran out (traced on tuning layouts). Waiting on what the fingers do keeps the wait
+        # visible in the image.
         self.grasp_hold = grasp_hold
         # Pick and stack: each grasp closes with the TCP up to `grasp_offset` (m) off the cube's centre in x/y (a
         # uniform draw per attempt; the fingers open 8 cm around a 4 cm cube, so the grasp still holds). An expert
