@@ -247,3 +247,19 @@ def test_franka_without_franka_msgs_is_a_config_error(monkeypatch):
     assert resolve_mode("auto") == "topic"  # only auto may fall back, and it says so (warning)
     with pytest.raises(ConfigError, match="expected one of"):
         resolve_mode("frank")
+
+
+def test_resync_sends_the_unchanged_state_once_more(franka):
+    """Only changes are sent; after `resync` (a new instruction: the hand may have been reset meanwhile) the next
+    command goes out even if it is the state sent last, and later ones again only on change."""
+    out, grasp, move, _ = franka
+    out.start()
+    assert out.send(0.0)
+    grasp.next_goal().finish()
+    assert not out.send(0.0) and len(grasp.sent) == 1
+    out.resync()
+    assert out.send(0.1)  # still "closed", sent again
+    grasp.next_goal().finish()
+    assert len(grasp.sent) == 2 and not move.sent
+    assert not out.send(0.0)
+    assert len(grasp.sent) == 2

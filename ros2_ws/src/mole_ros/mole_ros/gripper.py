@@ -146,6 +146,7 @@ class GripperOutput:
         self._cond = threading.Condition()  # guards the fields below; the executor's done callbacks notify it
         self._wanted: float | None = None  # the state the control tick asked for
         self._sent: float | None = None  # the state of the last goal the sender attempted
+        self._resync = False  # `resync` asked: send the next command's state even if unchanged
         self._running = False
         self._thread: threading.Thread | None = None
         self.server_ready: bool | None = None  # None: not checked yet
@@ -165,7 +166,9 @@ class GripperOutput:
         True when a new state was published (topic) or queued for the sender thread (franka)."""
         if command is None or self.mode == "none":
             return False
-        previous = self.hysteresis.state
+        with self._cond:
+            resync, self._resync = self._resync, False
+        previous = None if resync else self.hysteresis.state
         state = self.hysteresis.update(command)
         if state == previous:
             return False
@@ -174,8 +177,18 @@ class GripperOutput:
             return True
         with self._cond:
             self._wanted = state
+            if resync:
+                self._sent = None  # the sender sends it even if its last goal had the same state
             self._cond.notify_all()
         return True
+
+    def resync(self) -> None:
+        """Send the next command's state even if it is the one sent last (thread-safe). Only changes are sent,
+        so when the hand was moved meanwhile by something else (a scene reset between episodes, the gripper's
+        own buttons, a homing) the node would otherwise never close or open it again: the policy node calls
+        this on every instruction, where a new task starts."""
+        with self._cond:
+            self._resync = True
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

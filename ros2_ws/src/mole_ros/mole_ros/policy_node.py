@@ -373,6 +373,7 @@ class PolicyNode(LifecycleNode):
             return
         self.get_logger().info(f"instruction: {text!r}")
         self.worker.set_instruction(text)
+        self.gripper.resync()  # a new task: the hand may have been reset since the last goal
 
     def _on_pose(self, msg: PoseStamped) -> None:
         received = self._now()
