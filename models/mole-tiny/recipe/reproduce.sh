@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 7.5 h of training on 2 cores,
-# plus the data collection and evaluation: about 2.5 h up to S; stage Y's 1450 recordings were not timed end to end).
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 8.2 h of training on 2 cores,
+# plus the data collection and evaluation: about 2.5 h up to S; stage Y's 1450 recordings were not timed end to end,
+# stage BB's took 20 min on 2 cores and its two caches 5 min).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -18,7 +19,9 @@
 # then M from L / L': the measured pose as an input, 1500 steps on L's data; N from M / M': demonstrations that start
 # above the target cube + round 4 (1500 steps); O from N / N': the subgoal knee, 1000 steps; R from O and Q' from O':
 # stack demonstrations recorded past the release, 1000 steps; S from R / Q': round 5 on stack, 1000 steps; Y from S
-# (shipped): fresh data + round 6 on S, the gripper classifier and the word-ordered FiLM, 1500 steps.
+# (shipped before BB): fresh data + round 6 on S, the gripper classifier and the word-ordered FiLM, 1500 steps; BB
+# from Y / Y' (shipped): fresh pick/stack data with the expert that closes near enough and lifts once it holds the
+# cube, round 7 on Y, 2000 steps.
 # Recordings before Q pass --linger 0 "${old[@]}": they were made before stack demonstrations went on past success.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
 # these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n, runs/i9p); this script
@@ -29,7 +32,10 @@ work="${1:-runs/mole-tiny}"
 recipe=models/mole-tiny/recipe
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS=1
 mole=.venv/bin/mole-vla
-old=(--release-tol 0.003 --place-offset 0)  # the stack release of the recordings before stage T
+old=(--release-tol 0.003 --place-offset 0 --grasp-hold 0.6 --grasp-offset 0)  # the stack release of the recordings before stage T
+# Every recording before stage BB: the expert closed centred, stood still 0.6 s after closing, pick ended at success
+pre_bb=(--grasp-hold 0.6 --grasp-offset 0)
+pick_cut=(--linger 0)
 
 # stage_until CONFIG OUT INIT STEP: train CONFIG into OUT from INIT ("" for none) and stop at checkpoint STEP
 stage_until() {
@@ -52,7 +58,7 @@ link_tasks() {
 # pick_stack_round CKPT PICK_SEED STACK_SEED OUT: 150 pick + 150 stack rollouts of CKPT with no-turn takeovers
 pick_stack_round() {
   $mole sim collect-interventions --checkpoint "$1" --tasks pick --episodes 150 --seed "$2" --no-grasp-turn \
-    --threads 1 --out "$4" "${@:5}" &
+    --threads 1 "${pick_cut[@]}" "${pre_bb[@]}" --out "$4" "${@:5}" &
   $mole sim collect-interventions --checkpoint "$1" --tasks stack --episodes 150 --seed "$3" --no-grasp-turn \
     --threads 1 --linger 0 "${old[@]}" --out "$4" "${@:5}"
   wait
@@ -76,7 +82,8 @@ train_pair() {
   wait
 }
 
-$mole sim record-demos --tasks touch,push_forward,pick --episodes 150 --seed 10000 --out "$work/demos" &
+$mole sim record-demos --tasks touch,push_forward,pick --episodes 150 --seed 10000 "${pick_cut[@]}" "${pre_bb[@]}" \
+  --out "$work/demos" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 20000 --linger 0 "${old[@]}" --out "$work/demos"
 wait
 stage_until $recipe/stage_a_full.yaml "$work/A" "" step_0002500
@@ -87,7 +94,7 @@ ckpt="$work/C_full/checkpoints/step_0001500"
 train_pair d "$work/demos" "$ckpt" "$ckpt"
 train_pair e "$work/demos" "$work/D_mole/checkpoints/step_0002500" "$work/D_full/checkpoints/step_0002500"
 # HG-DAgger round 1 (J): turn-above-cube pick/stack demos, E's rollouts with takeovers, union of expert ticks
-$mole sim record-demos --tasks pick --episodes 150 --seed 30000 --out "$work/demos_j" &
+$mole sim record-demos --tasks pick --episodes 150 --seed 30000 "${pick_cut[@]}" "${pre_bb[@]}" --out "$work/demos_j" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 40000 --linger 0 "${old[@]}" --out "$work/demos_j"
 wait
 ckE="$work/E_mole/checkpoints/step_0001200"
@@ -101,7 +108,8 @@ link_tasks "$work/data_j/demos" "$work/demos_j" pick stack
 ln -sfn "$(realpath "$work/dagger_j")" "$work/data_j/dagger"
 train_pair j "$work/data_j" "$ckE" "$work/E_full/checkpoints/step_0001200"
 # round 2 (K): no-turn pick/stack demos, J's rollouts with no-turn takeovers
-$mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn --out "$work/demos_k" &
+$mole sim record-demos --tasks pick --episodes 150 --seed 32000 --no-grasp-turn "${pick_cut[@]}" "${pre_bb[@]}" \
+  --out "$work/demos_k" &
 $mole sim record-demos --tasks stack --episodes 150 --seed 42000 --no-grasp-turn --linger 0 "${old[@]}" --out "$work/demos_k"
 wait
 ckJ="$work/J_mole/checkpoints/step_0001500"
@@ -175,21 +183,54 @@ $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 8 
 # Y (shipped, session 13): from S, both runs (the all-layers twin also starts from S: S' was not at hand), 1500 steps
 # on fresh data: 1100 scripted demonstrations + HG-DAgger round 6 on S (1450 episodes), read from one cache file
 $mole sim record-demos --tasks touch,push_forward --episodes 200 --seed 110000 --out "$work/data_y/demos" &
-$mole sim record-demos --tasks pick,stack --episodes 250 --seed 120000 --no-grasp-turn --out "$work/data_y/demos"
+$mole sim record-demos --tasks pick --episodes 250 --seed 120000 --no-grasp-turn "${pick_cut[@]}" "${pre_bb[@]}" \
+  --out "$work/data_y/demos"
 wait
-$mole sim record-demos --tasks pick,stack --episodes 100 --seed 130000 --no-grasp-turn --start-near-target 0.03 \
-  --out "$work/data_y/near"
+$mole sim record-demos --tasks stack --episodes 250 --seed 120000 --no-grasp-turn "${pre_bb[@]}" \
+  --out "$work/data_y/demos" &
+$mole sim record-demos --tasks pick --episodes 100 --seed 130000 --no-grasp-turn --start-near-target 0.03 \
+  "${pick_cut[@]}" "${pre_bb[@]}" --out "$work/data_y/near" &
+$mole sim record-demos --tasks stack --episodes 100 --seed 130000 --no-grasp-turn --start-near-target 0.03 \
+  "${pre_bb[@]}" --out "$work/data_y/near"
+wait
 s_ckpt="$work/S_mole/checkpoints/step_0001000"
 takeover=(--no-grasp-turn --threads 1 --deviation 0.06 --stall 2.0 --gripper-vote --gripper-confirm 0.3)
-$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 150 --seed 140000 "${takeover[@]}" \
+y_takeover=("${takeover[@]}" "${pre_bb[@]}")
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 150 --seed 140000 "${y_takeover[@]}" \
   --out "$work/data_y/dagger" &
-$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 100 --seed 142000 "${takeover[@]}" \
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks stack --episodes 100 --seed 142000 "${y_takeover[@]}" \
   --out "$work/data_y/dagger"
 wait
-$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks pick --episodes 100 --seed 141000 "${takeover[@]}" \
+$mole sim collect-interventions --checkpoint "$s_ckpt" --tasks pick --episodes 100 --seed 141000 "${y_takeover[@]}" "${pick_cut[@]}" \
   --out "$work/data_y/dagger"
 $mole data cache --data "$work/data_y" --config "$recipe/stage_y_mole.yaml" --out "$work/stage_y.npz" \
   --image-codec webp:85
 train_pair y "cache:$work/stage_y.npz" "$s_ckpt" "$s_ckpt" --init-fresh gripper_head
 eval_stage Y 0001500
 $mole sim probe --checkpoint "$work/Y_mole/checkpoints/step_0001500" --frames 40 --seed 700000 --order
+# BB (shipped, session 14): from Y / Y', 2000 steps on fresh pick and stack data recorded with the expert that
+# closes up to 12 mm off the cube's centre and lifts once the fingers hold it (the defaults from here on; pick
+# recordings go on 0.5 s through the lift), HG-DAgger round 7 on Y with that expert, and Y's touch and push
+# demonstrations (1450 episodes in two cache files, both passed to train)
+data_bb="$work/data_bb"
+mkdir -p "$data_bb/tp"
+for t in touch push_forward; do ln -sfn "$(realpath "$work/data_y/demos/$t")" "$data_bb/tp/$t"; done
+y_ckpt="$work/Y_mole/checkpoints/step_0001500"
+$mole sim record-demos --tasks pick,stack --episodes 250 --seed 170000 --no-grasp-turn --out "$data_bb/demos" &
+$mole sim collect-interventions --checkpoint "$y_ckpt" --tasks stack --episodes 250 --seed 172000 "${takeover[@]}" \
+  --out "$data_bb/dagger"
+wait
+$mole sim record-demos --tasks pick,stack --episodes 100 --seed 171000 --no-grasp-turn --start-near-target 0.03 \
+  --out "$data_bb/near" &
+$mole sim collect-interventions --checkpoint "$y_ckpt" --tasks pick --episodes 100 --seed 173000 "${takeover[@]}" \
+  --out "$data_bb/dagger"
+wait
+$mole data cache --data "$data_bb/demos" --data "$data_bb/near" --config "$recipe/stage_bb_mole.yaml" \
+  --out "$work/bb_demos.npz" --image-codec webp:85 &
+$mole data cache --data "$data_bb/dagger" --data "$data_bb/tp" --config "$recipe/stage_bb_mole.yaml" \
+  --out "$work/bb_rest.npz" --image-codec webp:85
+wait
+train_pair bb "cache:$work/bb_demos.npz" "$y_ckpt" "$work/Y_full/checkpoints/step_0001500" \
+  --data "cache:$work/bb_rest.npz"
+eval_stage BB 0002000
+$mole sim probe --checkpoint "$work/BB_mole/checkpoints/step_0002000" --frames 40 --seed 700000 --order
