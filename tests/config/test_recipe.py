@@ -38,7 +38,7 @@ def test_reproduce_names_only_existing_stage_configs():
 def test_shipped_config_is_the_last_stage_of_the_recipe():
     """models/mole-tiny/config.yaml is written by the training run of the stage that shipped; the card names it."""
     card = (MODEL / "README.md").read_text()
-    stage = re.search(r"\*\*Status \(stage ([A-Z])\)", card)
+    stage = re.search(r"\*\*Status \(stage ([A-Z]+)\)", card)
     assert stage, "the card's status line names the shipped stage"
     shipped = load_model_config(MODEL / "config.yaml")
     assert shipped == load_model_config(RECIPE / f"stage_{stage.group(1).lower()}_mole.yaml")
