@@ -133,6 +133,7 @@ class SafetyEnvelope:
         self._gripper: float | None = None
         self._gripper_age = NEVER  # ticks since the gripper command last changed (sticky gripper)
         self._gripper_asks = 0  # consecutive policy ticks asking for the other gripper state (debounce)
+        self._forget_gripper = False  # `forget_gripper` asked (from another thread): applied at the next command
 
     @property
     def last_gripper(self) -> float | None:
@@ -153,12 +154,26 @@ class SafetyEnvelope:
         self._gripper_age = NEVER
         self._gripper_asks = 0
 
+    def forget_gripper(self) -> None:
+        """Forget the gripper command from the next command on (safe to call from any thread): the next policy
+        command is binarized afresh and not debounced against a state the hand may no longer be in (a new task
+        starts; the scene or the hand may have been reset since the last command)."""
+        self._forget_gripper = True
+
+    def _apply_forget(self) -> None:
+        if self._forget_gripper:
+            self._forget_gripper = False
+            self._gripper = None
+            self._gripper_age = NEVER
+            self._gripper_asks = 0
+
     def relatch_hold(self) -> None:
         """Drop the hold latch: the next hold latches the measured pose of that moment (explicit events only)."""
         self._latched = None
 
     def hold(self, measured: Pose, reason: str, flags: SafetyFlag = SafetyFlag.NONE) -> Command:
         """Hold command: the latched pose (latched now if not holding yet), gripper unchanged. Never silence."""
+        self._apply_forget()
         measured, flags = self._usable(measured, flags)
         if self._latched is None:
             self._latched, flags = self._latch(measured, flags)
@@ -187,6 +202,7 @@ class SafetyEnvelope:
         """Turn a proposed (7,) delta from `source` into the command sent; None or bad delta -> hold."""
         if delta is None:
             return self.hold(measured, f"no {source.value} action")
+        self._apply_forget()
         measured, flags = self._usable(measured, SafetyFlag.NONE)
         if flags & SafetyFlag.INVALID_POSE:
             return self.hold(measured, "measured pose invalid: holding the last valid one", flags)

@@ -193,6 +193,22 @@ def test_gripper_confirm_sends_a_policy_switch_only_once_asked_for_long_enough_n
         env(gripper_confirm_ticks=0)
 
 
+def test_forget_gripper_lets_the_next_policy_command_decide_at_once():
+    """A new task (the node calls it on every instruction): the gripper command is forgotten, so the first policy
+    command is binarized afresh and sent without being debounced against the state of the previous task (the
+    scene reset between the demo's episodes opened the hand the node still thought closed)."""
+    e = env(gripper_confirm_ticks=3)
+    e.apply(pose(), delta(gripper=0.0), Source.POLICY)  # the first command decides: closed
+    assert e.last_gripper == 0.0
+    assert e.apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 0.0  # debounced
+    e.forget_gripper()
+    assert e.last_gripper == 0.0  # applied with the next command, on the control thread
+    held = e.hold(pose(), "no chunk yet")
+    assert held.gripper is None and e.last_gripper is None  # nothing sent until the policy asks
+    assert e.apply(pose(), delta(gripper=1.0), Source.POLICY).gripper == 1.0  # at once
+    assert e.apply(pose(), delta(gripper=0.0), Source.POLICY).gripper == 1.0  # debounced again from here
+
+
 def test_invalid_measured_pose():
     with pytest.raises(InputError):
         env().apply(pose(x=math.nan), delta(), Source.POLICY)

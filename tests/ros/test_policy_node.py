@@ -247,3 +247,36 @@ def test_measured_pose_from_a_best_effort_depth_1_publisher_reaches_the_node(ros
     finally:
         ros.client.destroy_publisher(pub)
         ros.remove(node)
+
+
+def test_an_instruction_starts_the_gripper_afresh(ros, fake_policy, wait):
+    """Each instruction is a new task: the gripper command of the previous one is forgotten (the next policy command
+    switches at once, not after the confirmation ticks) and sent even if unchanged. Before, a scene reset between
+    the demo's episodes left the hand open while the node, thinking it closed, never sent "close" again."""
+    from std_msgs.msg import String
+
+    from mole_inference.control.safety import Source
+    from mole_inference.control.transforms import Pose
+
+    node = policy_node(ros, "mole_policy", lambda cfg: fake_policy, {"control.safety.gripper_confirm_ticks": 5,
+                                                                       "gripper": "topic"})
+    node.trigger_configure()
+    pub = ros.client.create_publisher(String, schema.INSTRUCTION_TOPIC, qos.LATCHED)
+    try:
+        envelope, here = node.loop.envelope, Pose(np.array([0.4, 0.0, 0.3]), np.array([1.0, 0.0, 0.0, 0.0]))
+        assert envelope.config.gripper_confirm_ticks > 1
+
+        def command(gripper: float):
+            return envelope.apply(here, np.array([0, 0, 0, 0, 0, 0, gripper], dtype=float), Source.POLICY)
+
+        assert command(0.0).gripper == 0.0 and node.gripper.send(0.0)  # closed, sent
+        assert command(1.0).gripper == 0.0 and not node.gripper.send(0.0)  # debounced; unchanged: not sent
+        pub.publish(String(data="touch the red cube"))
+        # the callback asks the envelope, then the output (whose flag is thus set last)
+        assert wait(lambda: node.gripper._resync, 5.0), "the instruction never reached the node"
+        assert node.gripper.send(0.0)  # the unchanged state goes out once more ...
+        assert not node.gripper.send(0.0)  # ... once
+        assert command(1.0).gripper == 1.0  # and the first command after the instruction decides at once
+    finally:
+        ros.client.destroy_publisher(pub)
+        ros.remove(node)

@@ -373,7 +373,9 @@ class PolicyNode(LifecycleNode):
             return
         self.get_logger().info(f"instruction: {text!r}")
         self.worker.set_instruction(text)
-        self.gripper.resync()  # a new task: the hand may have been reset since the last goal
+        # a new task: the hand may have been reset since the last command; the first command decides and is sent
+        self.loop.envelope.forget_gripper()
+        self.gripper.resync()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         received = self._now()
