@@ -161,10 +161,8 @@ class ScriptedExpert:
     def _close_on(self, name: str) -> Iterator[Waypoint]:
         """Close where the TCP is until both fingers have held `name` for GRASP_SETTLE (at most GRASP_HOLD_MAX: a
         missed grasp lifts the empty hand, and the plan's loop tries again)."""
-        s = self._state
-        wp = Waypoint(s.ee_pos.copy(), ee_yaw(s.ee_rot), GRIPPER_CLOSED)
         held = 0
-        for _ in range(self._ticks(GRASP_HOLD_MAX)):
+        for wp in self._hold(GRASP_HOLD_MAX, GRIPPER_CLOSED):
             yield wp
             held = held + 1 if self._state.held(name) else 0
             if held >= self._ticks(GRASP_SETTLE):

@@ -166,8 +166,9 @@ class PickTask(Task):
     lift_height = 0.05  # m above its resting height
     # Success comes 2-3 actions (0.1 s) into the expert's lift: cut there, a recording has two lift frames after
     # about six of the closing hand standing still, and the chunks of those frames end in padding. Policies trained
-    # on such recordings crept upward at 0.3-2 mm per action with the cube in the fingers and ran out of time 1-2 cm
-    # short of the lift height (all 17 of Y's held-out pick failures that grasped). Recordings go on through the lift.
+    # on such recordings crept upward at 0.3-2 mm per action with the cube in the fingers and ran out of time 4-13 mm
+    # short of the lift height (traced on tuning layouts; 17 of Y's 18 held-out pick failures had grasped the cube).
+    # Recordings go on through the lift.
     linger = 0.5
     milestone_names = ("reached", "grasped")
 

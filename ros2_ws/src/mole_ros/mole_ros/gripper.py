@@ -166,8 +166,10 @@ class GripperOutput:
         True when a new state was published (topic) or queued for the sender thread (franka)."""
         if command is None or self.mode == "none":
             return False
-        with self._cond:
-            resync, self._resync = self._resync, False
+        resync = False
+        if self._resync:  # rare (one instruction): the 50 Hz tick takes the lock only then
+            with self._cond:
+                resync, self._resync = self._resync, False
         previous = None if resync else self.hysteresis.state
         state = self.hysteresis.update(command)
         if state == previous:
