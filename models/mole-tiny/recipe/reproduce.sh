@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 8.2 h of training on 2 cores,
+# Rebuild models/mole-tiny and its all-layers comparison from nothing on a CPU (about 8.5 h of training on 2 cores,
 # plus the data collection and evaluation: about 2.5 h up to S; stage Y's 1450 recordings were not timed end to end,
-# stage BB's took 20 min on 2 cores and its two caches 5 min).
+# stage BB's took 20 min on 2 cores and its two caches 5 min; CC adds 18 min of training).
 #   bash models/mole-tiny/recipe/reproduce.sh [WORK_DIR]
 # All stages but the last train the all-layers model:
 #   A  from scratch, 2500 steps (its cosine schedule spans 5000 steps; stopped at 2500)
@@ -20,8 +20,8 @@
 # above the target cube + round 4 (1500 steps); O from N / N': the subgoal knee, 1000 steps; R from O and Q' from O':
 # stack demonstrations recorded past the release, 1000 steps; S from R / Q': round 5 on stack, 1000 steps; Y from S
 # (shipped before BB): fresh data + round 6 on S, the gripper classifier and the word-ordered FiLM, 1500 steps; BB
-# from Y / Y' (shipped): fresh pick/stack data with the expert that closes near enough and lifts once it holds the
-# cube, round 7 on Y, 2000 steps.
+# from Y / Y' (shipped before CC): fresh pick/stack data with the expert that closes near enough and lifts once it
+# holds the cube, round 7 on Y, 2000 steps; CC from BB / BB' (shipped): 1000 more steps on BB's data.
 # Recordings before Q pass --linger 0 "${old[@]}": they were made before stack demonstrations went on past success.
 # Evaluation uses layout seeds 500000.. that no training or tuning used. The stages were run one by one with exactly
 # these configs and seeds (runs/i9c, runs/i9g, runs/i9j, runs/i9k, runs/i9l, runs/i9n, runs/i9p); this script
@@ -234,3 +234,21 @@ train_pair bb "cache:$work/bb_demos.npz" "$y_ckpt" "$work/Y_full/checkpoints/ste
   --data "cache:$work/bb_rest.npz"
 eval_stage BB 0002000
 $mole sim probe --checkpoint "$work/BB_mole/checkpoints/step_0002000" --frames 40 --seed 700000 --order
+# CC (shipped, session 15): BB / BB' continued 1000 steps on BB's data, the schedule restarted (warmup 50, cosine).
+# recipe/tried/stage_cr_mole.yaml is CC with the router at 10x the learning rate (tried, not shipped): train it like
+# CC_mole into "$work/CR_mole" to compare.
+train_pair cc "cache:$work/bb_demos.npz" "$work/BB_mole/checkpoints/step_0002000" \
+  "$work/BB_full/checkpoints/step_0002000" --data "cache:$work/bb_rest.npz"
+eval_stage CC 0001000
+$mole sim probe --checkpoint "$work/CC_mole/checkpoints/step_0001000" --frames 40 --seed 700000 --order
+# confirmation on layout seeds 800000.. (used by nothing else), the shipped CC, its random-layer run and CC'
+for run in CC_mole CC_full; do
+  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001000" --tasks all --episodes 50 --seed 800000 \
+    --threads 1 "${vote[@]}" --out "$work/eval800_$run" &
+done
+wait
+$mole sim eval --checkpoint "$work/CC_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
+  --seed 800000 --threads 1 "${vote[@]}" --out "$work/eval800_CC_random"
+# DD (tried, session 15; configs in recipe/tried/): HG-DAgger round 8 on BB (collect-interventions --checkpoint
+# "$work/BB_mole/checkpoints/step_0002000" "${takeover[@]}": stack 300 from seed 174000, pick 100 from 175000, one
+# cache file), then CC / CC' continued 1000 steps on BB's two caches + that one, evaluated as above.
