@@ -150,6 +150,9 @@ class SafetyEnvelope:
         self._last_measured = None
         self._last_target = None
         self._latched = None
+        self._clear_gripper()
+
+    def _clear_gripper(self) -> None:
         self._gripper = None
         self._gripper_age = NEVER
         self._gripper_asks = 0
@@ -163,9 +166,7 @@ class SafetyEnvelope:
     def _apply_forget(self) -> None:
         if self._forget_gripper:
             self._forget_gripper = False
-            self._gripper = None
-            self._gripper_age = NEVER
-            self._gripper_asks = 0
+            self._clear_gripper()
 
     def relatch_hold(self) -> None:
         """Drop the hold latch: the next hold latches the measured pose of that moment (explicit events only)."""

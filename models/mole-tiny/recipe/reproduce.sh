@@ -165,17 +165,17 @@ for d in "$work"/stage_q_data/* "$work/dagger_s"; do ln -sfn "$(realpath "$d")" 
 train_pair s "$work/data_s" "$work/R_mole/checkpoints/step_0001000" "$work/Q_full/checkpoints/step_0001000"
 # evaluation as the robot runs it: gripper vote + 0.3 s confirmation
 vote=(--gripper-vote --gripper-confirm 0.3)
-# eval_stage STAGE STEP: held-out evaluation of STAGE_mole and STAGE_full at checkpoint STEP, then of STAGE_mole
-# with random layers
+# eval_stage STAGE STEP [SEED [TAG]]: held-out evaluation of STAGE_mole and STAGE_full at checkpoint STEP, then of
+# STAGE_mole with random layers, on layout seeds SEED.. (default 500000) into TAG_<run> (default eval)
 eval_stage() {
-  local stage=$1 step=$2 run
+  local stage=$1 step=$2 seed=${3:-500000} tag=${4:-eval} run
   for run in "${stage}_mole" "${stage}_full"; do
-    $mole sim eval --checkpoint "$work/$run/checkpoints/step_$step" --tasks all --episodes 50 --seed 500000 \
-      --threads 1 "${vote[@]}" --out "$work/eval_$run" &
+    $mole sim eval --checkpoint "$work/$run/checkpoints/step_$step" --tasks all --episodes 50 --seed "$seed" \
+      --threads 1 "${vote[@]}" --out "$work/${tag}_$run" &
   done
   wait
   $mole sim eval --checkpoint "$work/${stage}_mole/checkpoints/step_$step" --router random --tasks all \
-    --episodes 50 --seed 500000 --threads 1 "${vote[@]}" --out "$work/eval_${stage}_random"
+    --episodes 50 --seed "$seed" --threads 1 "${vote[@]}" --out "$work/${tag}_${stage}_random"
 }
 eval_stage S 0001000
 $mole sim probe --checkpoint "$work/S_mole/checkpoints/step_0001000" --frames 25 --seed 500000
@@ -242,13 +242,7 @@ train_pair cc "cache:$work/bb_demos.npz" "$work/BB_mole/checkpoints/step_0002000
 eval_stage CC 0001000
 $mole sim probe --checkpoint "$work/CC_mole/checkpoints/step_0001000" --frames 40 --seed 700000 --order
 # confirmation on layout seeds 800000.. (used by nothing else), the shipped CC, its random-layer run and CC'
-for run in CC_mole CC_full; do
-  $mole sim eval --checkpoint "$work/$run/checkpoints/step_0001000" --tasks all --episodes 50 --seed 800000 \
-    --threads 1 "${vote[@]}" --out "$work/eval800_$run" &
-done
-wait
-$mole sim eval --checkpoint "$work/CC_mole/checkpoints/step_0001000" --router random --tasks all --episodes 50 \
-  --seed 800000 --threads 1 "${vote[@]}" --out "$work/eval800_CC_random"
+eval_stage CC 0001000 800000 eval800
 # DD (tried, session 15; configs in recipe/tried/): HG-DAgger round 8 on BB (collect-interventions --checkpoint
 # "$work/BB_mole/checkpoints/step_0002000" "${takeover[@]}": stack 300 from seed 174000, pick 100 from 175000, one
 # cache file), then CC / CC' continued 1000 steps on BB's two caches + that one, evaluated as above.
